@@ -1,0 +1,38 @@
+# A table of contents over tools/: each target is one call. See README.md.
+SHELL := /bin/bash
+
+SGLANG_DIR ?=
+VENV ?= $(CURDIR)/.venv
+PYTHON ?= python3
+WHEELHOUSE ?=
+export VENV PYTHON WHEELHOUSE
+
+.PHONY: apply unapply test venv check refresh lint gpu-wheels bench clean
+
+apply: ## fetch + verify + unpack the pin, apply patches/series (or to SGLANG_DIR)
+	./apply.sh $(SGLANG_DIR)
+
+unapply: ## drop build/sglang; the next 'make apply' starts from the pristine pin
+	tools/unapply.sh
+
+venv: ## build the test environment (.venv); offline with WHEELHOUSE=dir
+	tools/make_venv.sh
+
+test: venv ## run the registered tests and ours (CUDA if present, else CPU + Triton interpreter)
+	$(if $(SGLANG_DIR),SGLANG_DIR=$(SGLANG_DIR)) tools/run_tests.sh
+
+check: venv ## mirror, every prefix of the series, pre-commit hooks
+	tools/check_series.sh
+	tools/lint.sh
+
+refresh: ## regenerate patches/ and the mirror from the commits in build/sglang
+	tools/refresh.sh
+
+gpu-wheels: ## download the wheels the GPU machine lacks (Python 3.12) into build/gpu-wheels
+	tools/fetch_gpu_wheels.sh
+
+bench: venv ## GPU benchmarks: per-batch metadata, pre vs ours
+	tools/run_bench.sh
+
+clean: ## remove build/ and .venv (the pin cache in .cache/ stays)
+	rm -rf build .venv

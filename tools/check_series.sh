@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Check the series against the pristine pin, independently of build/:
+#  - every prefix applies with exact context and imports (bisectable);
+#  - the mirror equals what the whole series produces.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+VENV=${VENV:-$ROOT/.venv}
+python=$VENV/bin/python
+[[ -x $python ]] || die "no environment at $VENV to import the patched modules with; run 'make venv'"
+
+pin=$("$ROOT/tools/fetch_pin.sh")
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+"$ROOT/tools/unpack_pin.sh" "$pin" "$work/sglang"
+mapfile -t patches < <(series_paths)
+
+step=0
+for patch in "${patches[@]}"; do
+	step=$((step + 1))
+	name=$(basename "$patch")
+	git -C "$work/sglang" apply "$patch" || die "prefix $step: $name does not apply on top of the patches before it"
+	# Import every Python module this patch touches (tests by file, the rest by name).
+	modules=$(sed -n "s|^+++ b/||p" "$patch" | sed -n 's|^python/\(.*\)\.py$|\1|p' | tr / . | sed 's/\.__init__$//')
+	tests=$(sed -n 's|^+++ b/\(test/.*\.py\)$|\1|p' "$patch")
+	(
+		cd "$work/sglang"
+		PYTHONPATH=$work/sglang/python TRITON_INTERPRET=1 "$python" -W ignore - $modules <<'PY'
+import importlib
+import sys
+
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+PY
+		for test in $tests; do
+			PYTHONPATH=$work/sglang/python TRITON_INTERPRET=1 "$python" -W ignore -c \
+				"import importlib.util as u, sys; s = u.spec_from_file_location('t', sys.argv[1]); s.loader.exec_module(u.module_from_spec(s))" "$test"
+		done
+	) || die "prefix $step: the tree with patches 1..$step applied does not import ($name)"
+	note "prefix $step/${#patches[@]} applies and imports: $name"
+done
+
+"$ROOT/tools/mirror.sh" check "$work/sglang"

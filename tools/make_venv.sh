@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Build the test environment at $VENV from the package registry (pinned versions),
+# or offline from the wheels in $WHEELHOUSE on top of the machine's own torch
+# (the lent GPU machine: no network, torch and triton already installed).
+# Reuses an existing environment only when it was built from the same requirements.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+VENV=${VENV:-$ROOT/.venv}
+PYTHON=${PYTHON:-python3}
+WHEELHOUSE=${WHEELHOUSE:-}
+
+if [[ -n $WHEELHOUSE ]]; then
+	requirements=$ROOT/requirements/gpu-offline.txt
+	[[ -d $WHEELHOUSE ]] || die "WHEELHOUSE $WHEELHOUSE does not exist; build it with 'make gpu-wheels'"
+else
+	requirements=$ROOT/requirements/test.txt
+fi
+stamp=$VENV/.requirements.sha256
+wanted=$( (cat "$requirements"; echo "$PYTHON $WHEELHOUSE") | sha256sum | cut -d' ' -f1)
+
+if [[ -x $VENV/bin/python && $(cat "$stamp" 2>/dev/null) == "$wanted" ]]; then
+	note "environment $VENV is up to date"
+	exit 0
+fi
+
+rm -rf "$VENV"
+if [[ -n $WHEELHOUSE ]]; then
+	note "building $VENV offline from $WHEELHOUSE on top of $PYTHON's torch"
+	"$PYTHON" -m venv --system-site-packages "$VENV"
+	"$VENV/bin/pip" install --quiet --no-index --find-links "$WHEELHOUSE" -r "$requirements" ||
+		die "offline install from $WHEELHOUSE failed; rebuild it with 'make gpu-wheels'"
+else
+	note "building $VENV from the package registry ($requirements)"
+	"$PYTHON" -m venv "$VENV"
+	"$VENV/bin/pip" install --quiet --upgrade pip >/dev/null
+	"$VENV/bin/pip" install --quiet -r "$requirements" ||
+		die "installing $requirements into $VENV failed (is the package registry reachable?)"
+fi
+echo "$wanted" >"$stamp"
+note "environment ready: $("$VENV/bin/python" -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)')"

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Unpack the pinned wheel into DEST as a git repository laid out like upstream's
+# (python/sglang/...), with the pristine release as its first commit, tagged.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+[[ $# -eq 2 ]] || die "usage: $0 PIN_WHEEL DEST"
+wheel=$1
+dest=$2
+[[ ! -e $dest ]] || die "$dest already exists"
+
+mkdir -p "$dest/python"
+python3 - "$wheel" "$dest/python" <<'PY'
+import sys
+import zipfile
+
+wheel, dest = sys.argv[1:]
+with zipfile.ZipFile(wheel) as zf:
+    # Only the package: the .dist-info is packaging metadata, not upstream source.
+    members = [m for m in zf.namelist() if m.startswith("sglang/")]
+    if not members:
+        sys.exit(f"error: {wheel} has no sglang/ package")
+    zf.extractall(dest, members)
+PY
+
+git -C "$dest" init --quiet --initial-branch=main
+git -C "$dest" config core.autocrlf false
+git -C "$dest" add --all
+pristine_git -C "$dest" commit --quiet --message "sglang $(lock_value version) (pristine, from $(basename "$wheel"))"
+pristine_git -C "$dest" tag "$PIN_TAG"
