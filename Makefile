@@ -7,7 +7,11 @@ PYTHON ?= python3
 WHEELHOUSE ?=
 export VENV PYTHON WHEELHOUSE
 
-.PHONY: apply unapply test venv check refresh lint gpu-wheels bench clean
+BASE ?= v0.5.12
+UPSTREAM ?=
+export BASE UPSTREAM
+
+.PHONY: apply unapply test venv check refresh gpu-wheels bench pr dist rebase clean
 
 apply: ## fetch + verify + unpack the pin, apply patches/series (or to SGLANG_DIR)
 	./apply.sh $(SGLANG_DIR)
@@ -21,7 +25,9 @@ venv: ## build the test environment (.venv); offline with WHEELHOUSE=dir
 test: venv ## run the registered tests and ours (CUDA if present, else CPU + Triton interpreter)
 	$(if $(SGLANG_DIR),SGLANG_DIR=$(SGLANG_DIR)) tools/run_tests.sh
 
-check: venv ## mirror, every prefix of the series, pre-commit hooks
+check: venv ## patch headers, distro application, mirror, every prefix, pre-commit hooks
+	tools/check_patches.py
+	tools/check_distro.sh
 	tools/check_series.sh
 	tools/lint.sh
 
@@ -33,6 +39,15 @@ gpu-wheels: ## download the wheels the GPU machine lacks (Python 3.12) into buil
 
 bench: venv ## GPU benchmarks: per-batch metadata, pre vs ours
 	tools/run_bench.sh
+
+pr: ## apply the series as commits on a new branch of SGLANG_DIR and write the PR body
+	tools/pr.sh $(SGLANG_DIR)
+
+dist: ## reproducible release tarball of the series in dist/
+	tools/dist.sh
+
+rebase: ## try the series on a newer sglang (UPSTREAM=version or path) and report per patch
+	tools/rebase.sh $(UPSTREAM)
 
 clean: ## remove build/ and .venv (the pin cache in .cache/ stays)
 	rm -rf build .venv
