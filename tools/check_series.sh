@@ -21,19 +21,20 @@ for patch in "${patches[@]}"; do
 	name=$(basename "$patch")
 	git -C "$work/sglang" apply "$patch" || die "prefix $step: $name does not apply on top of the patches before it"
 	# Import every Python module this patch touches (tests by file, the rest by name).
-	modules=$(sed -n "s|^+++ b/||p" "$patch" | sed -n 's|^python/\(.*\)\.py$|\1|p' | tr / . | sed 's/\.__init__$//')
-	tests=$(sed -n 's|^+++ b/\(test/.*\.py\)$|\1|p' "$patch")
+	mapfile -t modules < <(sed -n 's|^+++ b/python/\(.*\)\.py$|\1|p' "$patch" | tr / . | sed 's/\.__init__$//')
+	mapfile -t tests < <(sed -n 's|^+++ b/\(test/.*\.py\)$|\1|p' "$patch")
 	(
 		cd "$work/sglang"
-		PYTHONPATH=$work/sglang/python TRITON_INTERPRET=1 "$python" -W ignore - $modules <<'PY'
+		export PYTHONPATH=$work/sglang/python TRITON_INTERPRET=1
+		"$python" -W ignore - "${modules[@]}" <<'PY'
 import importlib
 import sys
 
 for name in sys.argv[1:]:
     importlib.import_module(name)
 PY
-		for test in $tests; do
-			PYTHONPATH=$work/sglang/python TRITON_INTERPRET=1 "$python" -W ignore -c \
+		for test in "${tests[@]}"; do
+			"$python" -W ignore -c \
 				"import importlib.util as u, sys; s = u.spec_from_file_location('t', sys.argv[1]); s.loader.exec_module(u.module_from_spec(s))" "$test"
 		done
 	) || die "prefix $step: the tree with patches 1..$step applied does not import ($name)"

@@ -21,7 +21,10 @@ def main() -> int:
         registries, has_main = ut_parse_one_file(str(path))
         cuda = [r for r in registries if r.backend == HWBackend.CUDA and not r.disabled]
         if cuda and not has_main:
-            print(f"error: {path} registers for CUDA CI but has no __main__ entry", file=sys.stderr)
+            print(
+                f"error: {path} registers for CUDA CI but has no __main__ entry",
+                file=sys.stderr,
+            )
             return 1
         if cuda:
             found.append(path)

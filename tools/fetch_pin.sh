@@ -36,7 +36,7 @@ if ! python3 -m pip download --quiet --no-deps --only-binary=:all: \
 	--dest "$tmp" "sglang==$version" >&2; then
 	die "could not download sglang==$version from the package registry (no network and no cached $pin?)"
 fi
-[[ -f $tmp/$file ]] || die "the registry served $(ls "$tmp" | tr '\n' ' ')instead of $file"
+[[ -f $tmp/$file ]] || die "the registry did not serve $file for sglang==$version (got: $(cd "$tmp" && echo *))"
 if ! verify "$tmp/$file"; then
 	die "downloaded $file has sha256 $(sha256sum "$tmp/$file" | cut -d' ' -f1), expected $sha256 (from $LOCK_FILE); refusing to use it"
 fi

@@ -1,4 +1,5 @@
 # Shared helpers for the tooling; source it, do not run it.
+# shellcheck shell=bash
 # The one place that knows the pin file, the series format and the default paths.
 
 ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}

@@ -27,7 +27,7 @@ find "$PATCHES_DIR" -maxdepth 1 -name '*.patch' -delete
 cp "$tmp"/*.patch "$PATCHES_DIR/"
 {
 	echo "# Applied in this order with patch -p1 (quilt format). Regenerate with 'make refresh'."
-	(cd "$tmp" && ls -- *.patch)
+	for patch in "$tmp"/*.patch; do basename "$patch"; done
 } >"$PATCHES_DIR/series"
 
 # The mirror: every file the series touches, as the patched tree has it.
