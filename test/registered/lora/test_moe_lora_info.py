@@ -7,6 +7,7 @@ CPU tensors when there is no GPU.
 import os
 import random
 import unittest
+from types import SimpleNamespace
 
 import torch
 
@@ -18,6 +19,8 @@ from sglang.srt.lora.backend.base_backend import (  # noqa: E402
     _compute_moe_lora_info,
     _compute_moe_lora_info_native,
 )
+from sglang.srt.lora.backend.triton_backend import TritonLoRABackend  # noqa: E402
+from sglang.srt.model_executor.forward_batch_info import ForwardMode  # noqa: E402
 from sglang.test.ci.ci_register import register_cuda_ci  # noqa: E402
 from sglang.test.test_utils import CustomTestCase  # noqa: E402
 
@@ -400,6 +403,209 @@ class TestMoELoRAInfo(CustomTestCase):
             with self.subTest(message=message):
                 with self.assertRaisesRegex(error, message):
                     _compute_moe_lora_info(**{**args, **override})
+
+
+@unittest.skipUnless(
+    torch.cuda.is_available(), "CUDA graphs and stream syncs need CUDA"
+)
+class TestMoELoRAInfoCUDA(CustomTestCase):
+    """The CUDA path: graph-capturable and free of host synchronization."""
+
+    def _capture(self, fn):
+        # Warm up (compiles the kernel) on a side stream, then capture.
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            fn()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+        return graph
+
+    def _replay_and_check(self, graph, inputs, outputs, num_tokens, batches):
+        seg_indptr, weight_indices, lora_ranks = inputs
+        adapter_enabled, token_lora_mapping = outputs
+        for seg_lens, loras, ranks in batches:
+            seg_indptr.copy_(_indptr(seg_lens))
+            weight_indices.copy_(torch.tensor(loras, dtype=torch.int32))
+            lora_ranks.copy_(torch.tensor(ranks, dtype=lora_ranks.dtype))
+            adapter_enabled.fill_(JUNK_ENABLED)
+            token_lora_mapping.fill_(JUNK_MAPPING)
+            graph.replay()
+            torch.cuda.synchronize()
+            expected_enabled, expected_mapping = _reference(
+                num_tokens,
+                seg_indptr,
+                lora_ranks,
+                weight_indices,
+                token_lora_mapping.numel(),
+            )
+            self.assertEqual(adapter_enabled.tolist(), expected_enabled.tolist())
+            self.assertEqual(token_lora_mapping.tolist(), expected_mapping.tolist())
+
+    def test_graph_replays_new_batches(self):
+        rng = random.Random(5)
+        for bs, max_len in [(16, 1), (6, 12)]:
+            num_tokens = bs * max_len
+            seg_indptr = _indptr([max_len] * bs)
+            weight_indices = torch.zeros(bs, dtype=torch.int32, device=DEVICE)
+            lora_ranks = torch.zeros(8, dtype=torch.int32, device=DEVICE)
+            adapter_enabled = torch.empty(8, dtype=torch.int32, device=DEVICE)
+            token_lora_mapping = torch.empty(
+                num_tokens + 40, dtype=torch.int32, device=DEVICE
+            )
+            graph = self._capture(
+                lambda: _compute_moe_lora_info(
+                    num_tokens,
+                    seg_indptr,
+                    lora_ranks,
+                    weight_indices,
+                    adapter_enabled,
+                    token_lora_mapping,
+                    max_len,
+                )
+            )
+            batches = []
+            for _ in range(6):
+                # Same shapes as captured, new contents: other adapters and
+                # ranks, and (for extend) other lengths, some empty or short.
+                cuts = sorted(rng.randint(0, num_tokens) for _ in range(bs - 1))
+                seg_lens = (
+                    [1] * bs
+                    if max_len == 1
+                    else [b - a for a, b in zip([0] + cuts, cuts + [num_tokens])]
+                )
+                if max_len > 1 and rng.random() < 0.5:
+                    seg_lens[-1] -= min(seg_lens[-1], 3)  # fewer tokens in use
+                loras = [rng.randint(-1, 7) for _ in range(bs)]
+                ranks = [rng.choice([0, 4, 16]) for _ in range(8)]
+                batches.append((seg_lens, loras, ranks))
+            with self.subTest(bs=bs, max_len=max_len):
+                self._replay_and_check(
+                    graph,
+                    (seg_indptr, weight_indices, lora_ranks),
+                    (adapter_enabled, token_lora_mapping),
+                    num_tokens,
+                    batches,
+                )
+
+    def test_graph_is_one_kernel(self):
+        seg_indptr = _indptr([1] * 32)
+        weight_indices = torch.zeros(32, dtype=torch.int32, device=DEVICE)
+        lora_ranks = torch.ones(8, dtype=torch.int32, device=DEVICE)
+        outputs = (
+            torch.empty(8, dtype=torch.int32, device=DEVICE),
+            torch.empty(64, dtype=torch.int32, device=DEVICE),
+        )
+        run = lambda: _compute_moe_lora_info(  # noqa: E731
+            32, seg_indptr, lora_ranks, weight_indices, *outputs, 1
+        )
+        run()
+        torch.cuda.synchronize()
+        with torch.profiler.profile(
+            activities=[torch.profiler.ProfilerActivity.CUDA]
+        ) as prof:
+            run()
+            torch.cuda.synchronize()
+        kernels = [
+            e.name
+            for e in prof.events()
+            if e.device_type == torch.autograd.DeviceType.CUDA
+        ]
+        self.assertEqual(len(kernels), 1, kernels)
+        self.assertIn("_compute_moe_lora_info_kernel", kernels[0])
+
+    def test_no_host_synchronization(self):
+        seg_indptr = _indptr([3, 0, 5, 1])
+        weight_indices = torch.tensor([1, 2, -1, 7], dtype=torch.int32, device=DEVICE)
+        outputs = (
+            torch.empty(8, dtype=torch.int32, device=DEVICE),
+            torch.empty(16, dtype=torch.int32, device=DEVICE),
+        )
+        lora_ranks = torch.tensor([0, 12, 16, 32, 24, 8, 0, 4], device=DEVICE)
+        for buffers in [(None, None), outputs]:
+            # Warm up outside the check: the first call compiles the kernel.
+            _compute_moe_lora_info(
+                9, seg_indptr, lora_ranks, weight_indices, *buffers, 5
+            )
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                _compute_moe_lora_info(
+                    9, seg_indptr, lora_ranks, weight_indices, *buffers, 5
+                )
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+
+    def test_backend_graph_buffers(self):
+        # _add_moe_lora_info as the triton backend runs it under CUDA graphs:
+        # captured at the graph's batch size, then refreshed eagerly for a
+        # smaller real batch whose padded tokens must read -1.
+        max_bs = 16
+        backend = TritonLoRABackend(8, torch.device(DEVICE))
+        backend.is_moe_lora = True
+        backend.init_cuda_graph_batch_info(
+            max_bs_in_cuda_graph=max_bs, num_tokens_per_bs=1
+        )
+        moe_layer = SimpleNamespace(
+            base_layer=SimpleNamespace(top_k=2, num_experts=4),
+            _quant_info=SimpleNamespace(
+                w13_weight=torch.empty(4, 16, 8, device=DEVICE),
+                w2_weight=torch.empty(4, 8, 8, device=DEVICE),
+            ),
+        )
+        backend.init_cuda_graph_moe_buffers(max_bs, 8, torch.bfloat16, moe_layer)
+        batch_info = backend.cuda_graph_batch_info
+        cg_buffers = backend.moe_cg_buffers
+
+        def add_info(bs):
+            batch_info.bs = batch_info.num_segments = bs
+            forward_batch = SimpleNamespace(
+                input_ids=torch.empty(bs, dtype=torch.int64, device=DEVICE),
+                forward_mode=ForwardMode.DECODE,
+                extend_seq_lens_cpu=None,
+            )
+            backend._add_moe_lora_info(forward_batch, batch_info)
+
+        graph = self._capture(lambda: add_info(max_bs))
+        rng = random.Random(11)
+        for bs, replay in [(max_bs, True), (5, False), (max_bs, True), (1, False)]:
+            loras = [rng.randint(-1, 7) for _ in range(max_bs)]
+            ranks = [rng.choice([0, 8, 32]) for _ in range(8)]
+            batch_info.weight_indices.copy_(torch.tensor(loras, dtype=torch.int32))
+            batch_info.lora_ranks.copy_(torch.tensor(ranks, dtype=torch.int32))
+            cg_buffers["adapter_enabled"].fill_(JUNK_ENABLED)
+            cg_buffers["token_lora_mapping"].fill_(JUNK_MAPPING)
+            if replay:
+                graph.replay()
+            else:
+                torch.cuda.set_sync_debug_mode("error")
+                try:
+                    add_info(bs)
+                finally:
+                    torch.cuda.set_sync_debug_mode("default")
+            torch.cuda.synchronize()
+            expected_enabled, expected_mapping = _reference(
+                bs,
+                _indptr([1] * bs),
+                batch_info.lora_ranks,
+                batch_info.weight_indices[:bs],
+                max_bs,
+            )
+            with self.subTest(bs=bs, replay=replay):
+                info = batch_info.moe_lora_info
+                self.assertEqual(
+                    info.adapter_enabled.data_ptr(),
+                    cg_buffers["adapter_enabled"].data_ptr(),
+                )
+                self.assertEqual(
+                    cg_buffers["adapter_enabled"].tolist(), expected_enabled.tolist()
+                )
+                self.assertEqual(
+                    cg_buffers["token_lora_mapping"].tolist(),
+                    expected_mapping.tolist(),
+                )
 
 
 if __name__ == "__main__":
