@@ -47,7 +47,7 @@ apply_pin() {
 	mkdir -p "$BUILD_DIR"
 	tmp=$(mktemp -d "$BUILD_DIR/.sglang.new.XXXXXX")
 	"$ROOT/tools/unpack_pin.sh" "$pin" "$tmp/sglang"
-	"$ROOT/tools/apply_series.sh" --commit "$tmp/sglang"
+	TREE_LABEL="the pristine sglang $(lock_value version)" "$ROOT/tools/apply_series.sh" --commit "$tmp/sglang"
 	echo "$digest $(git -C "$tmp/sglang" rev-parse HEAD)" >"$tmp/sglang/.git/moe-lora-info-applied"
 	rm -rf "$PIN_TREE"
 	mv "$tmp/sglang" "$PIN_TREE"

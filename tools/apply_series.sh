@@ -17,8 +17,11 @@ dir=$1
 
 git -C "$dir" rev-parse --git-dir >/dev/null 2>&1 || die "$dir is not a git repository"
 is_clean "$dir" || die "$dir has uncommitted changes or untracked files; commit or stash them first"
-mapfile -t patches < <(series_paths)
+load_series
+patches=("${SERIES[@]}")
 [[ ${#patches[@]} -gt 0 ]] || die "patches/series lists no patches"
+# What to call the tree in messages (apply.sh works in a scratch copy).
+label=${TREE_LABEL:-$dir}
 
 # Dry run on a scratch index: every patch must apply, with exact context, in order.
 scratch=$(mktemp)
@@ -29,9 +32,9 @@ for patch in "${patches[@]}"; do
 		first=${patches[0]}
 		if GIT_INDEX_FILE=$scratch git -C "$dir" read-tree HEAD &&
 			GIT_INDEX_FILE=$scratch git -C "$dir" apply --cached --reverse --check "$first" 2>/dev/null; then
-			die "$dir already contains $(basename "$first"): the series is already applied (or upstream has the change)"
+			die "$label already contains $(basename "$first"): the series is already applied (or upstream has the change)"
 		fi
-		die "$(basename "$patch") does not apply to $dir (nothing was changed):
+		die "$(basename "$patch") does not apply to $label (nothing was changed):
 $err"
 	fi
 done

@@ -13,7 +13,8 @@ pin=$("$ROOT/tools/fetch_pin.sh")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$ROOT/tools/unpack_pin.sh" "$pin" "$work/sglang"
-mapfile -t patches < <(series_paths)
+load_series
+patches=("${SERIES[@]}")
 
 step=0
 for patch in "${patches[@]}"; do

@@ -48,6 +48,15 @@ series_paths() {
 	done < <(series_patches)
 }
 
+# load_series: set the array SERIES to the series' patch paths; exits on a missing
+# file (a plain 'mapfile < <(series_paths)' would not stop on it).
+load_series() {
+	local list
+	list=$(series_paths) || exit 1
+	SERIES=()
+	[[ -z $list ]] || mapfile -t SERIES <<<"$list"
+}
+
 # series_digest: a hash of the series and every patch, to tell an applied tree's state.
 series_digest() {
 	{

@@ -25,6 +25,8 @@ PY
 
 git -C "$dest" init --quiet --initial-branch=main
 git -C "$dest" config core.autocrlf false
+# Running the tests writes bytecode into the tree; it is not a change.
+printf '%s\n' '__pycache__/' '*.py[cod]' >>"$dest/.git/info/exclude"
 git -C "$dest" add --all
 pristine_git -C "$dest" commit --quiet --message "sglang $(lock_value version) (pristine, from $(basename "$wheel"))"
 pristine_git -C "$dest" tag "$PIN_TAG"
