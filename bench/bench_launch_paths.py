@@ -17,7 +17,6 @@ import time
 
 import torch
 import triton
-import triton.language as tl
 
 from sglang.srt.lora.backend.base_backend import (
     _compute_moe_lora_info,

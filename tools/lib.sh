@@ -53,6 +53,7 @@ series_paths() {
 load_series() {
 	local list
 	list=$(series_paths) || exit 1
+	# shellcheck disable=SC2034 # read by the scripts that source this file
 	SERIES=()
 	[[ -z $list ]] || mapfile -t SERIES <<<"$list"
 }

@@ -18,9 +18,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from sglang.srt.lora.backend.ascend_backend import AscendLoRABackend  # noqa: E402
-from sglang.srt.lora.backend.chunked_backend import (  # noqa: E402
-    ChunkedSgmvLoRABackend,
-)
+from sglang.srt.lora.backend.chunked_backend import ChunkedSgmvLoRABackend  # noqa: E402
 from sglang.srt.lora.backend.torch_backend import TorchNativeLoRABackend  # noqa: E402
 from sglang.srt.lora.backend.triton_backend import TritonLoRABackend  # noqa: E402
 from sglang.srt.lora.layers import FusedMoEWithLoRA  # noqa: E402
