@@ -50,10 +50,10 @@ series_paths() {
 
 # load_series: set the array SERIES to the series' patch paths; exits on a missing
 # file (a plain 'mapfile < <(series_paths)' would not stop on it).
+# shellcheck disable=SC2034 # SERIES is read by the scripts that source this file
 load_series() {
 	local list
 	list=$(series_paths) || exit 1
-	# shellcheck disable=SC2034 # read by the scripts that source this file
 	SERIES=()
 	[[ -z $list ]] || mapfile -t SERIES <<<"$list"
 }
