@@ -5,6 +5,7 @@ SGLANG_DIR ?=
 VENV ?= $(CURDIR)/.venv
 PYTHON ?= python3
 WHEELHOUSE ?=
+PYTEST_ARGS ?=
 export VENV PYTHON WHEELHOUSE
 
 BASE ?= v0.5.12
@@ -23,7 +24,7 @@ venv: ## build the test environment (.venv); offline with WHEELHOUSE=dir
 	tools/make_venv.sh
 
 test: venv ## run the registered tests and ours (CUDA if present, else CPU + Triton interpreter)
-	$(if $(SGLANG_DIR),SGLANG_DIR=$(SGLANG_DIR)) tools/run_tests.sh
+	$(if $(SGLANG_DIR),SGLANG_DIR=$(SGLANG_DIR)) tools/run_tests.sh $(PYTEST_ARGS)
 
 check: venv ## patch headers, distro application, mirror, every prefix, pre-commit hooks
 	tools/check_patches.py
