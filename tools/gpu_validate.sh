@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# On a GPU machine: run the sglang tests compiled on CUDA, then again under
+# compute-sanitizer memcheck, logging to $LOG_DIR. Offline when WHEELHOUSE is set.
+#   WHEELHOUSE=build/gpu-wheels PYTHON=python3 LOG_DIR=out tools/gpu_validate.sh
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+LOG_DIR=${LOG_DIR:-$BUILD_DIR/gpu-validation}
+VENV=${VENV:-$ROOT/.venv}
+mkdir -p "$LOG_DIR"
+command -v nvidia-smi >/dev/null || die "no nvidia-smi: this needs a CUDA GPU"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$LOG_DIR/card.txt"
+
+"$ROOT/tools/make_venv.sh"
+# The tooling tests need quilt and the registry; they run in CI, not here.
+sglang_tests=(--ignore="$ROOT/tests/tooling")
+
+status=0
+note "tests, compiled Triton kernels on CUDA"
+"$ROOT/tools/run_tests.sh" "${sglang_tests[@]}" -rA 2>&1 | tee "$LOG_DIR/test.log" || status=1
+
+note "the same tests under compute-sanitizer memcheck (caching allocator off)"
+sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+[[ -x $sanitizer ]] || die "compute-sanitizer not found"
+PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$sanitizer" --tool memcheck --error-exitcode 99 \
+	--target-processes all --print-limit 100 \
+	"$ROOT/tools/run_tests.sh" "${sglang_tests[@]}" 2>&1 | tee "$LOG_DIR/memcheck.log" || status=1
+grep -E "ERROR SUMMARY" "$LOG_DIR/memcheck.log" | tail -3 || true
+exit $status
