@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# Fill build/gpu-wheels with the wheels that the lent GPU machine lacks (Python 3.12,
+# no network, torch 2.11.0 and triton 3.6.0 already installed), as pinned in
+# requirements/gpu-offline.txt, so that 'make test WHEELHOUSE=build/gpu-wheels'
+# builds its environment there offline. sglang-kernel is repacked from the
+# registry's 322 MB wheel down to what the LoRA and MoE paths load on Hopper
+# (its Python files and sm90/common_ops.abi3.so). Rerunnable: wheels already
+# there are kept, wheels no longer pinned are removed. docs/gpu-offline.md says why.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+WHEELS_DIR=${GPU_WHEELS_DIR:-$BUILD_DIR/gpu-wheels}
+MAX_MB=${GPU_WHEELS_MAX_MB:-45}
+REQUIREMENTS=$ROOT/requirements/gpu-offline.txt
+# Any Python with pip will do: the downloads are for CPython 3.12 whatever runs pip.
+PIP_PYTHON=${PIP_PYTHON:-python3}
+
+# The registry's sglang-kernel wheel that gets trimmed, and its digest.
+KERNEL_NAME=sglang-kernel
+KERNEL_VERSION=0.4.2.post2
+KERNEL_WHEEL=sglang_kernel-$KERNEL_VERSION-cp310-abi3-manylinux2014_x86_64.whl
+KERNEL_SHA256=f275ce01010933c4ea655e832a05442b766ab8f23dcfd6ff678b15e295d42203
+
+[[ -f $REQUIREMENTS ]] || die "$REQUIREMENTS not found"
+"$PIP_PYTHON" -m pip --version >/dev/null 2>&1 || die "$PIP_PYTHON has no pip (set PIP_PYTHON)"
+mkdir -p "$WHEELS_DIR"
+
+# wheelhouse_py ARGS...: the wheelhouse helper below (reads requirements, inspects wheels).
+wheelhouse_py() {
+	"$PIP_PYTHON" - "$@" <<'EOF'
+import base64, hashlib, re, sys, zipfile
+from pathlib import Path
+from pip._vendor.packaging.markers import default_environment
+from pip._vendor.packaging.requirements import Requirement
+from pip._vendor.packaging.version import Version
+
+def canon(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+def pins(path):
+    """name -> version of the 'name==version' lines; '#machine: name==version' lines apart."""
+    wanted, machine = {}, {}
+    for line in Path(path).read_text().splitlines():
+        target = wanted
+        if line.startswith("#machine:"):
+            target, line = machine, line[len("#machine:"):]
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        m = re.fullmatch(r"([A-Za-z0-9._-]+)==([^\s;]+)", line)
+        if not m:
+            sys.exit(f"error: {path}: '{line}' is not an exact 'name==version' pin")
+        target[canon(m[1])] = m[2]
+    return wanted, machine
+
+def wheels(directory):
+    """canonical name -> (version, path) of every wheel in directory."""
+    found = {}
+    for path in sorted(Path(directory).glob("*.whl")):
+        name, version = path.name.split("-")[:2]
+        found.setdefault(canon(name), []).append((version, path))
+    return found
+
+def missing(req_file, directory):
+    """Print the pins without their wheel; delete the wheels no pin names."""
+    wanted, _ = pins(req_file)
+    for name, entries in wheels(directory).items():
+        for version, path in entries:
+            if wanted.get(name) is None or Version(wanted[name]) != Version(version):
+                print(f"==> removing {path.name}: not pinned in {req_file}", file=sys.stderr)
+                path.unlink()
+    have = wheels(directory)
+    for name, version in wanted.items():
+        if not any(Version(v) == Version(version) for v, _ in have.get(name, [])):
+            print(f"{name}=={version}")
+
+def check(req_file, directory):
+    """One wheel per pin, and every dependency met by the wheelhouse or the machine."""
+    wanted, machine = pins(req_file)
+    have = wheels(directory)
+    env = default_environment()
+    env.update(python_version="3.12", python_full_version="3.12.3", implementation_name="cpython",
+               platform_python_implementation="CPython", sys_platform="linux",
+               platform_system="Linux", platform_machine="x86_64", os_name="posix", extra="")
+    problems = []
+    for name, version in wanted.items():
+        entries = have.get(name, [])
+        if len(entries) != 1 or Version(entries[0][0]) != Version(version):
+            problems.append(f"{name}=={version}: wanted one wheel, found {[p.name for _, p in entries]}")
+    for name in have:
+        if name not in wanted:
+            problems.append(f"{name}: a wheel that no pin names")
+    provided = {n: v for n, v in machine.items()}
+    provided.update(wanted)
+    for name, entries in have.items():
+        for _, path in entries:
+            with zipfile.ZipFile(path) as z:
+                meta = next(n for n in z.namelist()
+                            if n.count("/") == 1 and n.endswith(".dist-info/METADATA"))
+                text = z.read(meta).decode()
+            for line in text.split("\n\n", 1)[0].splitlines():
+                if not line.startswith("Requires-Dist:"):
+                    continue
+                req = Requirement(line.split(":", 1)[1].strip())
+                if req.marker is not None and not req.marker.evaluate(env):
+                    continue
+                dep = canon(req.name)
+                if dep not in provided:
+                    problems.append(f"{path.name} needs {req}, which neither the wheelhouse "
+                                    f"nor the machine ('#machine:' lines) provides")
+                elif not req.specifier.contains(provided[dep], prereleases=True):
+                    problems.append(f"{path.name} needs {req}, but {dep}=={provided[dep]} is what it gets")
+    if problems:
+        sys.exit("error: wheelhouse check failed:\n  " + "\n  ".join(problems))
+
+def trim_kernel(src, dst_dir, local):
+    """Repack the sglang-kernel wheel with its Python files and the SM90 ops library only."""
+    def keep(name):
+        if name.startswith("triton_kernels/"):
+            return True  # pure Python, imported by sglang's MoE code
+        if name.startswith("sgl_kernel/"):
+            return not (name.startswith("sgl_kernel/sm100/")
+                        or name in ("sgl_kernel/flash_ops.abi3.so", "sgl_kernel/flashmla_ops.abi3.so"))
+        return ".dist-info/" in name and not name.endswith("/RECORD")
+    src = Path(src)
+    name, version, *tags = src.name[:-len(".whl")].split("-")
+    new_version = f"{version}+{local}"
+    old_info, new_info = f"{name}-{version}.dist-info/", f"{name}-{new_version}.dist-info/"
+    dst = Path(dst_dir) / f"{name}-{new_version}-{'-'.join(tags)}.whl"
+    tmp = dst.with_suffix(".tmp")
+    record = []
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zout:
+        for info in zin.infolist():
+            if info.is_dir() or not keep(info.filename):
+                continue
+            data = zin.read(info)
+            arcname = info.filename
+            if arcname.startswith(old_info):
+                arcname = new_info + arcname[len(old_info):]
+                if arcname == new_info + "METADATA":
+                    text, n = re.subn(r"^Version: .*$", f"Version: {new_version}", data.decode(),
+                                      count=1, flags=re.M)
+                    assert n == 1, "no Version line in METADATA"
+                    data = text.encode()
+            out = zipfile.ZipInfo(arcname, date_time=info.date_time)
+            out.external_attr = info.external_attr
+            out.compress_type = zipfile.ZIP_DEFLATED
+            zout.writestr(out, data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            record.append(f"{arcname},sha256={digest},{len(data)}")
+        record.append(f"{new_info}RECORD,,")
+        out = zipfile.ZipInfo(new_info + "RECORD", date_time=(2000, 1, 1, 0, 0, 0))
+        out.external_attr = 0o100644 << 16
+        out.compress_type = zipfile.ZIP_DEFLATED
+        zout.writestr(out, "\n".join(record) + "\n")
+    names = {r.split(",", 1)[0] for r in record}
+    for needed in ("sgl_kernel/__init__.py", "sgl_kernel/load_utils.py",
+                   "sgl_kernel/sm90/common_ops.abi3.so", "triton_kernels/__init__.py"):
+        if needed not in names:
+            tmp.unlink()
+            sys.exit(f"error: {src.name} has no {needed}; the trim would be unusable")
+    tmp.rename(dst)
+    print(dst.name)
+
+def report(directory, max_mb):
+    total = 0
+    for path in sorted(Path(directory).glob("*.whl")):
+        size = path.stat().st_size
+        total += size
+        print(f"  {size / 1e6:7.2f} MB  {path.name}")
+    count = len(list(Path(directory).glob("*.whl")))
+    print(f"  {total / 1e6:7.2f} MB  total, {count} wheels ({total / 2**20:.2f} MiB) in {directory}")
+    if total > float(max_mb) * 1e6:
+        sys.exit(f"error: the wheelhouse is {total / 1e6:.2f} MB, over its {max_mb} MB budget "
+                 f"(it must travel to the GPU machine within 64 MiB with the rest of the tree)")
+
+cmd, *args = sys.argv[1:]
+{"missing": missing, "check": check, "trim": trim_kernel, "report": report}[cmd](*args)
+EOF
+}
+
+# The registry's wheels: everything pinned but sglang-kernel, fetched for CPython 3.12 on
+# x86-64 Linux (glibc 2.39 there, so any manylinux tag up to 2_39), without dependencies:
+# requirements/gpu-offline.txt pins each one, and 'check' below proves the set closed.
+missing_out=$(wheelhouse_py missing "$REQUIREMENTS" "$WHEELS_DIR")
+missing=()
+[[ -z $missing_out ]] || mapfile -t missing <<<"$missing_out"
+registry=()
+kernel_pin=
+for pin in "${missing[@]}"; do
+	if [[ ${pin%%==*} == "$KERNEL_NAME" ]]; then
+		kernel_pin=$pin
+	else
+		registry+=("$pin")
+	fi
+done
+
+if [[ ${#registry[@]} -gt 0 ]]; then
+	platforms=(--platform manylinux1_x86_64 --platform manylinux2010_x86_64 --platform manylinux2014_x86_64)
+	for n in 5 12 $(seq 17 39); do
+		platforms+=(--platform "manylinux_2_${n}_x86_64")
+	done
+	note "downloading ${#registry[@]} wheels for CPython 3.12: ${registry[*]}"
+	"$PIP_PYTHON" -m pip download --quiet --no-deps --only-binary=:all: \
+		--python-version 3.12 --implementation cp "${platforms[@]}" \
+		--dest "$WHEELS_DIR" "${registry[@]}" ||
+		die "downloading the wheels of $REQUIREMENTS failed (is the package registry reachable?)"
+fi
+
+if [[ -n $kernel_pin ]]; then
+	version=${kernel_pin#*==}
+	[[ ${version%%+*} == "$KERNEL_VERSION" && $version == *+* ]] ||
+		die "$REQUIREMENTS pins $kernel_pin; this script trims $KERNEL_NAME $KERNEL_VERSION (pin it as $KERNEL_VERSION+LABEL)"
+	tmp=$(mktemp -d "$BUILD_DIR/.gpu-wheels.XXXXXX")
+	trap 'rm -rf "$tmp"' EXIT
+	note "downloading $KERNEL_WHEEL (322 MB) to trim it"
+	"$PIP_PYTHON" -m pip download --quiet --no-deps --only-binary=:all: \
+		--python-version 3.12 --implementation cp --platform manylinux2014_x86_64 \
+		--dest "$tmp" "$KERNEL_NAME==$KERNEL_VERSION" ||
+		die "downloading $KERNEL_NAME==$KERNEL_VERSION failed (is the package registry reachable?)"
+	[[ -f $tmp/$KERNEL_WHEEL ]] || die "the registry gave $(ls "$tmp") instead of $KERNEL_WHEEL"
+	actual=$(sha256sum "$tmp/$KERNEL_WHEEL" | cut -d' ' -f1)
+	[[ $actual == "$KERNEL_SHA256" ]] ||
+		die "$KERNEL_WHEEL has sha256 $actual, expected $KERNEL_SHA256"
+	note "trimming it to sgl_kernel's Python files, sm90/common_ops.abi3.so and triton_kernels"
+	trimmed=$(wheelhouse_py trim "$tmp/$KERNEL_WHEEL" "$WHEELS_DIR" "${version#*+}")
+	rm -rf "$tmp"
+	trap - EXIT
+	note "wrote $trimmed"
+fi
+
+wheelhouse_py check "$REQUIREMENTS" "$WHEELS_DIR"
+wheelhouse_py report "$WHEELS_DIR" "$MAX_MB"
+note "wheelhouse ready: one wheel per pin, every dependency met by it or by the machine"
