@@ -28,6 +28,12 @@ rm -rf "$VENV"
 if [[ -n $WHEELHOUSE ]]; then
 	note "building $VENV offline from $WHEELHOUSE on top of $PYTHON's torch"
 	"$PYTHON" -m venv --system-site-packages "$VENV"
+	# $PYTHON may itself be a venv (the GPU machine's python3 is): --system-site-packages
+	# then reaches its base interpreter, not its torch. Chain its site-packages in too.
+	"$PYTHON" -c 'import site, sys
+if sys.prefix != sys.base_prefix:
+    print("import site; " + "; ".join(f"site.addsitedir({p!r})" for p in site.getsitepackages()))' \
+		>"$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_base_venv.pth"
 	"$VENV/bin/pip" install --quiet --no-index --find-links "$WHEELHOUSE" -r "$requirements" ||
 		die "offline install from $WHEELHOUSE failed; rebuild it with 'make gpu-wheels'"
 else

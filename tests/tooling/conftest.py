@@ -44,7 +44,10 @@ def project(tmp_path):
 
 def run(cmd, cwd, env=None, check=False):
     """Run CMD (a list) in CWD; return the CompletedProcess with text output."""
-    full_env = {**os.environ, **(env or {})}
+    # make test exports these for itself; a test's own make must not inherit them.
+    inherited = {"SGLANG_DIR", "VENV", "PYTHON", "WHEELHOUSE", "PYTEST_ARGS"}
+    full_env = {k: v for k, v in os.environ.items() if k not in inherited}
+    full_env.update(env or {})
     # Never let a test reach the package registry by accident.
     full_env.setdefault("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
     full_env.setdefault("PIP_NO_INDEX", "1")
