@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Print the quilt series for a tree rooted at sglang's python/ directory (the
+# layout of the published package: sglang/... at the top, as in the wheel or
+# the sdist): every patch with -p2. A patch that touches nothing under python/
+# (the registered test, under test/) is listed commented out, since such a tree
+# has no place for it; a patch that mixes both cannot be applied there and stops.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+[[ $# -eq 0 ]] || die "usage: $0 > series.python-root"
+
+load_series
+[[ ${#SERIES[@]} -gt 0 ]] || die "patches/series lists no patches"
+echo "# For trees rooted at sglang's python/ directory: patch -p2 (quilt format)."
+for patch in "${SERIES[@]}"; do
+	name=$(basename "$patch")
+	touched=$(sed -n 's|^diff --git a/\([^ ]*\) b/.*|\1|p' "$patch")
+	[[ -n $touched ]] || die "$name has no 'diff --git a/... b/...' lines; regenerate it with 'make refresh'"
+	inside=$(grep -c '^python/' <<<"$touched" || true)
+	outside=$(grep -vc '^python/' <<<"$touched" || true)
+	if [[ $outside -eq 0 ]]; then
+		echo "$name -p2"
+	elif [[ $inside -eq 0 ]]; then
+		echo "# $name -p2   (not for this layout: touches only $(tr '\n' ' ' <<<"$touched" | sed 's/ $//'))"
+	else
+		die "$name touches python/ and other paths, so a python/-rooted tree cannot take it; split it into one patch for python/ and one for the rest"
+	fi
+done
