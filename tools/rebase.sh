@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Try the series on a newer sglang and report per patch (tools/rebase_report.py):
+# applies cleanly / with offset / conflicts (rejected hunks) / already upstream.
+#   tools/rebase.sh 0.5.13              a release from the package registry (cached in .cache/upstream/)
+#   tools/rebase.sh path/to/sglang      a clone (or any tree with python/sglang/), only read
+#   tools/rebase.sh path/to/sglang.whl  a downloaded wheel
+# The report (Markdown) goes to stdout; exit status 1 when a patch conflicts.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+UPSTREAM_CACHE=${UPSTREAM_CACHE:-$ROOT/.cache/upstream}
+[[ $# -eq 1 && -n $1 ]] || die "usage: make rebase UPSTREAM=<sglang version, e.g. 0.5.13 | path to an sglang clone | path to a wheel>"
+upstream=$1
+
+# fetch_release VERSION: the release's wheel, downloaded once into the cache.
+# Not the pin, so nothing to verify against; the report prints its sha256.
+fetch_release() {
+	local version=$1 cache=$UPSTREAM_CACHE/$1 tmp wheel
+	wheel=$(find "$cache" -maxdepth 1 -name "sglang-$version-*.whl" 2>/dev/null | sort | head -1)
+	if [[ -n $wheel ]]; then
+		note "sglang $version: $(basename "$wheel") (cached)"
+		echo "$wheel"
+		return
+	fi
+	mkdir -p "$cache"
+	# A private directory, moved into place only when complete: no half download is ever cached.
+	tmp=$(mktemp -d "$cache/.download.XXXXXX")
+	note "sglang $version: downloading from the package registry"
+	if ! python3 -m pip download --quiet --no-deps --only-binary=:all: \
+		--python-version "$(lock_value python_version)" --platform "$(lock_value platform)" \
+		--dest "$tmp" "sglang==$version" >&2; then
+		rm -rf "$tmp"
+		die "could not download sglang==$version (no network, or no such release?); pass the path of an sglang clone instead"
+	fi
+	wheel=$(find "$tmp" -maxdepth 1 -name "sglang-$version-*.whl" | head -1)
+	[[ -n $wheel ]] || die "the registry served no sglang-$version wheel into $tmp"
+	mv "$wheel" "$cache/"
+	rm -rf "$tmp"
+	echo "$cache/$(basename "$wheel")"
+}
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+wheel=
+origin="a local wheel"
+if [[ -d $upstream ]]; then
+	tree=$(cd "$upstream" && pwd)
+	[[ -d $tree/python/sglang ]] || die "$upstream has no python/sglang/; pass the root of an sglang clone (the directory holding python/ and test/)"
+	name="the sglang tree $tree"
+	source_text="the sglang tree at $tree"
+	if rev=$(git -C "$tree" describe --tags --always --dirty 2>/dev/null); then
+		source_text+=" (git: $rev)"
+	fi
+elif [[ -f $upstream && $upstream == *.whl ]]; then
+	wheel=$upstream
+elif [[ $upstream =~ ^[0-9]+(\.[0-9]+)+([a-z0-9.+]*)$ ]]; then
+	wheel=$(fetch_release "$upstream")
+	origin="the package registry"
+else
+	die "UPSTREAM=$upstream is neither a directory, a .whl file nor an sglang version like 0.5.13"
+fi
+if [[ -n $wheel ]]; then
+	tree=$work/sglang
+	# Laid out as upstream's repo, like the pin; the tag only names the temporary tree.
+	PIN_TAG=upstream "$ROOT/tools/unpack_pin.sh" "$wheel" "$tree" >&2
+	name="sglang $(sed -n 's/^sglang-\([^-]*\)-.*/\1/p' <<<"$(basename "$wheel")")"
+	source_text="$(basename "$wheel") from $origin, sha256 $(sha256sum "$wheel" | cut -d' ' -f1) (not verified: it is not the pin)"
+fi
+
+load_series
+[[ ${#SERIES[@]} -gt 0 ]] || die "patches/series lists no patches"
+patches=("${SERIES[@]}")
+python3 "$ROOT/tools/rebase_report.py" --target "$tree" --name "$name" --source "$source_text" \
+	--command "make rebase UPSTREAM=$upstream" "${patches[@]}"
