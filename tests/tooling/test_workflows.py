@@ -1,0 +1,566 @@
+"""The upstream and downstream workflows, run as a new user would, failure paths
+included: make pr, check_patches, the distro tools (patch -p1 -F0, quilt, -p2),
+make dist, make rebase (offline, on synthetic newer trees), and the apply
+life cycle (concurrent applies, interrupted downloads, unapply).
+
+Every test works on a private copy of the project (the `project` fixture) and
+needs no network; quilt must be installed (.ci/run installs it).
+"""
+
+import re
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+from conftest import PIN_FILE, ROOT, run
+
+SECTIONS = [
+    "## Motivation",
+    "## Modifications",
+    "## Accuracy Tests",
+    "## Benchmarking and Profiling",
+    "## Checklist",
+]
+DEP3_TRAILER = re.compile(r"^(Origin|Forwarded|Last-Update):", re.M)
+IDENTITY = ["-c", "user.name=Test User", "-c", "user.email=test@example.com"]
+
+
+def series(project: Path) -> list[Path]:
+    names = run(
+        ["bash", "-c", "source tools/lib.sh && series_patches"], project, check=True
+    ).stdout.split()
+    return [project / "patches" / n for n in names]
+
+
+def git(cwd, *args, check=True):
+    return run(["git", *IDENTITY, *args], cwd, check=check).stdout.strip()
+
+
+def status(clone: Path) -> tuple[str, str, str]:
+    """What must not change when make pr refuses or fails."""
+    return (
+        git(clone, "rev-parse", "HEAD"),
+        git(clone, "branch", "--list", "--format=%(refname:short)"),
+        git(clone, "status", "--porcelain", "--untracked-files=all"),
+    )
+
+
+@pytest.fixture
+def applied(project):
+    run(["make", "apply"], project, check=True)
+    return project
+
+
+@pytest.fixture
+def clone(applied, tmp_path):
+    """A user's clone made from the pinned tree, its main at the pristine tag."""
+    dest = tmp_path / "sglang"
+    run(
+        ["git", "clone", "--quiet", str(applied / "build" / "sglang"), str(dest)],
+        tmp_path,
+        check=True,
+    )
+    git(dest, "reset", "--quiet", "--hard", "v0.5.12")
+    git(dest, "config", "user.name", "Test User")
+    git(dest, "config", "user.email", "test@example.com")
+    return dest
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    """The pin unpacked once (upstream's layout, a git repo tagged v0.5.12)."""
+    dest = tmp_path_factory.mktemp("pin") / "sglang"
+    pin = ROOT / ".cache" / "pin" / PIN_FILE
+    if not pin.exists():
+        run([str(ROOT / "tools" / "fetch_pin.sh")], ROOT, check=True)
+    run([str(ROOT / "tools" / "unpack_pin.sh"), str(pin), str(dest)], ROOT, check=True)
+    return dest
+
+
+def copy_tree(src: Path, dest: Path) -> Path:
+    shutil.copytree(src, dest, symlinks=True, ignore=shutil.ignore_patterns(".git"))
+    return dest
+
+
+def snapshot(tree: Path) -> dict[str, bytes]:
+    """Every file's bytes and mode, .git and .pc aside."""
+    out = {}
+    for path in sorted(tree.rglob("*")):
+        rel = path.relative_to(tree)
+        if rel.parts[0] in (".git", ".pc") or path.is_dir():
+            continue
+        out[str(rel)] = path.read_bytes() + oct(path.stat().st_mode).encode()
+    return out
+
+
+# make pr
+
+
+def test_pr_commits_the_series_on_a_new_branch_and_writes_the_body(applied, clone):
+    result = run(["make", "pr", f"SGLANG_DIR={clone}"], applied)
+    assert result.returncode == 0, result.stderr
+    assert git(clone, "symbolic-ref", "--short", "HEAD") == "moe-lora-batch-info"
+    assert git(clone, "rev-list", "--count", "v0.5.12..HEAD") == "5"
+    assert git(clone, "status", "--porcelain") == ""
+    # The same tree as make apply's, with upstream-style messages.
+    ours = git(applied / "build" / "sglang", "rev-parse", "HEAD^{tree}")
+    assert git(clone, "rev-parse", "HEAD^{tree}") == ours
+    messages = git(clone, "log", "--format=%B%x00", "v0.5.12..HEAD")
+    assert not DEP3_TRAILER.search(messages), messages
+    subjects = git(clone, "log", "--reverse", "--format=%s", "v0.5.12..HEAD")
+    expected = [
+        re.search(r"^Subject: \[PATCH\] (.*(?:\n .*)*)", p.read_text(), re.M)[1]
+        for p in series(applied)
+    ]
+    assert subjects.splitlines() == [" ".join(s.split("\n ")) for s in expected]
+
+    body = (applied / "build" / "pr-body.md").read_text()
+    positions = [body.index(f"\n{s}\n") for s in SECTIONS]
+    assert positions == sorted(positions)
+    for patch_subject in subjects.splitlines():
+        assert patch_subject in body
+
+    # A second run finds the branch and changes nothing.
+    before = status(clone)
+    again = run(["make", "pr", f"SGLANG_DIR={clone}"], applied)
+    assert again.returncode != 0
+    assert "already has a branch moe-lora-batch-info" in again.stderr
+    assert status(clone) == before
+
+
+def test_pr_refuses_a_dirty_clone_and_leaves_it_untouched(applied, clone):
+    target = clone / "python/sglang/srt/lora/layers.py"
+    target.write_text(target.read_text() + "# local edit\n")
+    (clone / "notes.txt").write_text("untracked\n")
+    before = status(clone)
+    result = run(["make", "pr", f"SGLANG_DIR={clone}"], applied)
+    assert result.returncode != 0
+    assert "uncommitted changes or untracked files" in result.stderr
+    assert status(clone) == before
+    assert target.read_text().endswith("# local edit\n")
+    assert not (applied / "build" / "pr-body.md").exists()
+
+
+def test_pr_failure_paths_leave_the_clone_as_it_was(applied, clone, tmp_path):
+    usage = run(["make", "pr"], applied)
+    assert usage.returncode != 0 and "usage: make pr SGLANG_DIR=" in usage.stderr
+    missing = run(["make", "pr", f"SGLANG_DIR={tmp_path / 'nope'}"], applied)
+    assert missing.returncode != 0 and "does not exist" in missing.stderr
+    before = status(clone)
+    bad_base = run(["make", "pr", f"SGLANG_DIR={clone}", "BASE=v9.9.9"], applied)
+    assert bad_base.returncode != 0
+    assert "BASE v9.9.9 is not a commit" in bad_base.stderr
+    assert status(clone) == before
+
+    # Upstream moved on: a line the series changes was edited (a real conflict).
+    backend = clone / "python/sglang/srt/lora/backend/torch_backend.py"
+    text = backend.read_text()
+    line = "        self.batch_info = batch_info\n"
+    backend.write_text(text.replace(line, line.rstrip() + "  # upstream edit\n"))
+    git(clone, "commit", "--quiet", "-am", "upstream edit")
+    before = status(clone)
+    result = run(["make", "pr", f"SGLANG_DIR={clone}", "BASE=main"], applied)
+    assert result.returncode != 0
+    assert "0003-" in result.stderr and "does not apply to main" in result.stderr
+    assert "CONFLICT" in result.stderr
+    assert status(clone) == before
+    assert not (clone / ".git" / "rebase-apply").exists()
+
+    # Upstream only touched the context of a hunk: git am -3 merges it.
+    git(clone, "reset", "--quiet", "--hard", "HEAD~1")
+    near = "        batch_info.scalings_cpu = scalings_tensor\n"
+    backend.write_text(text.replace(near, near.rstrip() + "  # nearby edit\n"))
+    git(clone, "commit", "--quiet", "-am", "nearby edit")
+    body = tmp_path / "body.md"
+    merged = run(
+        ["make", "pr", f"SGLANG_DIR={clone}", "BASE=main", f"PR_BODY={body}"], applied
+    )
+    assert merged.returncode == 0, merged.stderr
+    assert git(clone, "rev-list", "--count", "main..HEAD") == "5"
+    assert "# nearby edit" in backend.read_text()
+    assert "self._add_moe_lora_info(forward_batch, batch_info)" in backend.read_text()
+    assert body.exists()
+
+
+def test_pr_body_quotes_recorded_results_and_says_what_is_missing(project, tmp_path):
+    docs = project / "docs"
+    for name in ("gpu-validation.md", "benchmarks.md"):
+        (docs / name).unlink(missing_ok=True)
+    out = tmp_path / "body.md"
+    cmd = ["python3", "tools/pr_body.py", "--base", "v0.5.12", "--out", str(out)]
+    run(cmd + [str(p) for p in series(project)], project, check=True)
+    body = out.read_text()
+    for heading in SECTIONS:
+        assert f"\n{heading}\n" in body
+    assert "No GPU test result is recorded yet" in body
+    assert "No benchmark result is recorded yet" in body
+    assert "- [x] Add unit tests" in body
+    assert "- [ ] Provide accuracy and speed benchmark results" in body
+
+    (docs / "benchmarks.md").write_text(
+        "# Benchmarks\n\nNVIDIA H100 80GB HBM3, 2026-11-20.\n\n"
+        "| layers | before | after |\n|---|---|---|\n| 48 | 1.00 ms | 0.10 ms |\n"
+    )
+    (docs / "gpu-validation.md").write_text(
+        "# GPU validation\n\n19 passed in 12.3 s (no card or date here)\n"
+    )
+    result = run(cmd + [str(p) for p in series(project)], project, check=True)
+    body = out.read_text()
+    assert "Recorded on NVIDIA H100 80GB HBM3; dates: 2026-11-20." in body
+    assert "| 48 | 1.00 ms | 0.10 ms |" in body
+    assert "19 passed in 12.3 s" in body
+    assert "names no card and date for its figures" in body
+    assert "docs/gpu-validation.md names no card and date" in result.stderr
+    assert "- [x] Provide accuracy and speed benchmark results" in body
+
+
+# check_patches.py
+
+
+def check_patches(project):
+    return run(["python3", "tools/check_patches.py"], project)
+
+
+def test_check_patches_accepts_the_series(project):
+    result = check_patches(project)
+    assert result.returncode == 0, result.stderr
+    assert "5 patches" in result.stderr
+
+
+def test_check_patches_catches_each_kind_of_problem(project):
+    patches = series(project)
+    series_file = project / "patches" / "series"
+    original = series_file.read_text()
+
+    def expect(fragment):
+        result = check_patches(project)
+        assert result.returncode != 0
+        assert fragment in result.stderr, result.stderr
+
+    series_file.write_text(original + "0006-missing.patch\n")
+    expect("lists 0006-missing.patch, but patches/0006-missing.patch does not exist")
+    series_file.write_text(original + patches[0].name + "\n")
+    expect(f"lists {patches[0].name} more than once")
+    series_file.write_text(original)
+
+    orphan = project / "patches" / "0009-orphan.patch"
+    orphan.write_text(patches[0].read_text().replace("Add MoELoRABatchInfo", "Other"))
+    expect("patches/0009-orphan.patch is not in patches/series")
+    expect("duplicates the diff of")
+    orphan.unlink()
+
+    last = patches[-1]
+    text = last.read_text()
+    last.write_text(text.rstrip("\n"))
+    expect(f"patches/{last.name}: does not end with a newline")
+    last.write_text(text.replace("Last-Update: ", "Last-Update: 2026-13-45\nX: ", 1))
+    expect("Last-Update '2026-13-45' is not a date YYYY-MM-DD")
+    last.write_text(re.sub(r"^Forwarded: .*\n", "", text, flags=re.M))
+    expect(f"patches/{last.name}: no Forwarded field")
+    last.write_text(text.replace("Origin: vendor", "Origin: somewhere"))
+    expect("Origin 'somewhere' is not")
+    last.write_text(text)
+
+    # A hunk in a file the description never mentions.
+    first = patches[0]
+    text = first.read_text()
+    stray = (
+        "diff --git a/python/sglang/srt/lora/lora_config.py "
+        "b/python/sglang/srt/lora/lora_config.py\n"
+        "--- a/python/sglang/srt/lora/lora_config.py\n"
+        "+++ b/python/sglang/srt/lora/lora_config.py\n"
+        "@@ -1,1 +1,2 @@\n line one\n+unrelated = 1\n"
+    )
+    first.write_text(text + stray)
+    expect("touches python/sglang/srt/lora/lora_config.py, which its description")
+    first.write_text(text)
+    assert check_patches(project).returncode == 0
+
+
+# The distro tools: patch -p1 -F0, quilt, -p2
+
+
+def require_quilt():
+    if shutil.which("quilt") is None:
+        pytest.fail("quilt is not installed: apt-get install quilt (.ci/run does)")
+
+
+def test_check_distro_passes_on_the_series(project):
+    require_quilt()
+    result = run(["tools/check_distro.sh"], project)
+    assert result.returncode == 0, result.stderr
+    assert "patch -p1 -F0: 5 patches apply exactly" in result.stderr
+    assert "pop -a restores the pristine pin byte for byte" in result.stderr
+    assert "4 of 5 patches apply with -p2" in result.stderr
+
+
+def test_check_distro_refuses_a_patch_that_needs_an_offset(project):
+    require_quilt()
+    patch = series(project)[2]
+    text = patch.read_text()
+    patch.write_text(text.replace("@@ -299,3 +299,4 @@", "@@ -295,3 +295,4 @@", 1))
+    result = run(["tools/check_distro.sh"], project)
+    assert result.returncode != 0
+    assert f"{patch.name} (patch -p1 -F0) does not apply exactly" in result.stderr
+
+
+def test_patch_p1_and_quilt_by_hand(project, pristine, tmp_path):
+    require_quilt()
+    patches = series(project)
+    by_patch = copy_tree(pristine, tmp_path / "patch")
+    for p in patches:
+        out = run(["patch", "-p1", "-F0", "-N", "-i", str(p)], by_patch, check=True)
+        assert "offset" not in out.stdout and "fuzz" not in out.stdout, out.stdout
+
+    by_quilt = copy_tree(pristine, tmp_path / "quilt")
+    env = {"QUILT_PATCHES": str(project / "patches")}
+    quilt = ["quilt", "--quiltrc", "/dev/null"]
+    run(quilt + ["push", "-a", "--fuzz=0"], by_quilt, env=env, check=True)
+    assert snapshot(by_quilt) == snapshot(by_patch)
+    run(quilt + ["pop", "-a"], by_quilt, env=env, check=True)
+    assert snapshot(by_quilt) == snapshot(pristine)
+
+
+def test_p2_on_a_python_rooted_tree(project, pristine, tmp_path):
+    require_quilt()
+    series_text = run(["tools/python_root_series.sh"], project, check=True).stdout
+    active = [line.split()[0] for line in series_text.splitlines() if line[:1] != "#"]
+    assert [
+        line.split()[1] for line in series_text.splitlines() if line[:1] != "#"
+    ] == ["-p2"] * 4
+    assert len(active) == 4 and "0005-" in series_text.splitlines()[-1]
+
+    full = copy_tree(pristine, tmp_path / "full")
+    for p in series(project):
+        run(["patch", "-p1", "-F0", "-i", str(p)], full, check=True)
+    rooted = copy_tree(pristine / "python", tmp_path / "rooted")
+    for name in active:
+        patch = project / "patches" / name
+        run(["patch", "-p2", "-F0", "-i", str(patch)], rooted, check=True)
+    assert snapshot(rooted) == snapshot(full / "python")
+
+    quilt_tree = copy_tree(pristine / "python", tmp_path / "quilt")
+    (tmp_path / "series.python-root").write_text(series_text)
+    env = {
+        "QUILT_PATCHES": str(project / "patches"),
+        "QUILT_SERIES": str(tmp_path / "series.python-root"),
+    }
+    quilt = ["quilt", "--quiltrc", "/dev/null"]
+    run(quilt + ["push", "-a", "--fuzz=0"], quilt_tree, env=env, check=True)
+    assert snapshot(quilt_tree) == snapshot(full / "python")
+    run(quilt + ["pop", "-a"], quilt_tree, env=env, check=True)
+    assert snapshot(quilt_tree) == snapshot(pristine / "python")
+
+
+def test_python_root_series_refuses_a_mixed_patch(project):
+    patch = series(project)[0]
+    test_file = "test/registered/lora/test_extra.py"
+    patch.write_text(
+        patch.read_text()
+        + f"diff --git a/{test_file} b/{test_file}\nnew file mode 100644\n"
+        + f"--- /dev/null\n+++ b/{test_file}\n@@ -0,0 +1 @@\n+x = 1\n"
+    )
+    result = run(["tools/python_root_series.sh"], project)
+    assert result.returncode != 0
+    assert f"{patch.name} touches python/ and other paths" in result.stderr
+
+
+# make dist
+
+
+def test_dist_is_reproducible(project, tmp_path):
+    first = run(["make", "dist"], project, check=True).stdout.strip().splitlines()[-1]
+    tarball = Path(first)
+    assert tarball.name == "sglang-moe-lora-info-0.5.12-20261128.tar.gz"
+    saved = tmp_path / "first.tar.gz"
+    shutil.copy(tarball, saved)
+    # Different file times and umask must not matter.
+    for p in (project / "patches").iterdir():
+        p.touch()
+    run(["bash", "-c", "umask 077 && make dist"], project, check=True)
+    assert tarball.read_bytes() == saved.read_bytes()
+
+    with tarfile.open(tarball) as tar:
+        members = tar.getmembers()
+        names = [m.name for m in members]
+        assert names == sorted(names)
+        assert {(m.uid, m.gid, m.uname, m.gname) for m in members} == {(0, 0, "", "")}
+        assert len({m.mtime for m in members}) == 1
+        top = names[0]
+        for wanted in (
+            "README",
+            "SHA256SUMS",
+            "patches/series",
+            "patches/series.python-root",
+            "upstream.lock",
+        ):
+            assert f"{top}/{wanted}" in names
+        tar.extractall(tmp_path / "x", filter="data")
+    check = run(["sha256sum", "-c", "SHA256SUMS"], tmp_path / "x" / top, check=True)
+    files = [m for m in members if m.isfile() and not m.name.endswith("/SHA256SUMS")]
+    assert check.stdout.count(": OK") == len(files)
+    assert "patch -p2" in (tmp_path / "x" / top / "README").read_text()
+
+
+def test_dist_refuses_a_broken_series(project):
+    series_file = project / "patches" / "series"
+    series_file.write_text(series_file.read_text() + "0006-missing.patch\n")
+    result = run(["make", "dist"], project)
+    assert result.returncode != 0
+    assert "0006-missing.patch does not exist" in result.stderr
+    assert not list((project / "dist").glob("*.tar.gz"))
+
+
+# make rebase (offline: synthetic newer trees)
+
+
+def newer_tree(pristine, dest, patches):
+    """A 'newer release': patch 0001 already in, lines shifted in another file."""
+    tree = copy_tree(pristine, dest)
+    run(["patch", "-p1", "-F0", "-i", str(patches[0])], tree, check=True)
+    runners = tree / "python/sglang/srt/lora/lora_moe_runners.py"
+    runners.write_text(
+        "# an upstream comment\n# shifting every line\n" + runners.read_text()
+    )
+    return tree
+
+
+def test_rebase_reports_clean_offset_and_already_upstream(project, pristine, tmp_path):
+    patches = series(project)
+    tree = newer_tree(pristine, tmp_path / "newer", patches)
+    result = run(
+        ["make", "--no-print-directory", "rebase", f"UPSTREAM={tree}"], project
+    )
+    assert result.returncode == 0, result.stderr
+    rows = re.findall(r"^\| (\d) \| `(\S+)` \| (.*) \|$", result.stdout, re.M)
+    assert [r[2] for r in rows] == [
+        "already upstream (reverse-applies)",
+        "applies cleanly",
+        "applies cleanly",
+        "applies with offset",
+        "applies cleanly",
+    ]
+    assert "lora_moe_runners.py: hunk #1 at line 31 (+2)" in result.stdout
+
+
+def test_rebase_recognises_an_equivalent_change_and_shows_conflicts(
+    project, pristine, tmp_path
+):
+    patches = series(project)
+    tree = newer_tree(pristine, tmp_path / "newer", patches)
+    # Upstream wrote the same class its own way: no hunk reverse-applies.
+    utils = tree / "python/sglang/srt/lora/utils.py"
+    text = utils.read_text()
+    assert "class MoELoRABatchInfo:" in text
+    utils.write_text(
+        re.sub(r"    # [^\n]*\n", "", text).replace(
+            "    token_lora_mapping: torch.Tensor\n",
+            "    token_lora_mapping: torch.Tensor\n    num_tokens: int = 0\n",
+        )
+    )
+    backend = tree / "python/sglang/srt/lora/backend/torch_backend.py"
+    line = "        self.batch_info = batch_info\n"
+    backend.write_text(backend.read_text().replace(line, line.rstrip() + "  # edit\n"))
+
+    result = run(["tools/rebase.sh", str(tree)], project)
+    assert result.returncode == 1, result.stderr
+    rows = re.findall(r"^\| (\d) \| `(\S+)` \| (.*) \|$", result.stdout, re.M)
+    assert rows[0][2] == "already upstream (equivalent change present)"
+    assert rows[2][2] == "conflicts"
+    assert re.search(
+        r"equivalent change present: `MoELoRABatchInfo` in python/", result.stdout
+    )
+    assert "torch_backend.py: Hunk #1 FAILED" in result.stdout
+    assert "```diff" in result.stdout
+    assert (
+        "+        self._add_moe_lora_info(forward_batch, batch_info)" in result.stdout
+    )
+
+
+def test_rebase_failure_paths(project, tmp_path):
+    usage = run(["make", "rebase"], project)
+    assert usage.returncode != 0 and "usage: make rebase UPSTREAM=" in usage.stderr
+    junk = run(["tools/rebase.sh", "not-a-version"], project)
+    assert junk.returncode != 0 and "neither a directory" in junk.stderr
+    (tmp_path / "empty").mkdir()
+    empty = run(["tools/rebase.sh", str(tmp_path / "empty")], project)
+    assert empty.returncode != 0 and "has no python/sglang/" in empty.stderr
+    # No registry here (conftest blocks pip): a clear error, no half download cached.
+    offline = run(["tools/rebase.sh", "0.5.99"], project)
+    assert offline.returncode != 0
+    assert "could not download sglang==0.5.99" in offline.stderr
+    cache = project / ".cache" / "upstream" / "0.5.99"
+    assert not cache.exists() or not list(cache.iterdir())
+
+
+# The apply life cycle
+
+
+def test_two_concurrent_applies_both_succeed(project):
+    procs = [
+        subprocess.Popen(
+            ["make", "apply"],
+            cwd=project,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    tree = project / "build" / "sglang"
+    assert git(tree, "rev-list", "--count", "v0.5.12..HEAD") == "5"
+    assert git(tree, "status", "--porcelain") == ""
+    assert not list((project / "build").glob(".sglang.new.*"))
+    again = run(["make", "apply"], project, check=True)
+    assert "nothing to do" in again.stderr
+
+
+def test_unapply_then_apply(applied):
+    tree = applied / "build" / "sglang"
+    head = git(tree, "rev-parse", "HEAD")
+    run(["make", "unapply"], applied, check=True)
+    assert git(tree, "rev-parse", "HEAD") == git(tree, "rev-parse", "v0.5.12^{commit}")
+    assert git(tree, "status", "--porcelain", "--untracked-files=all") == ""
+    assert not (tree / "test").exists()
+    run(["make", "apply"], applied, check=True)
+    assert git(tree, "rev-parse", "HEAD^{tree}") == git(
+        tree, "rev-parse", f"{head}^{{tree}}"
+    )
+    assert "nothing to do" in run(["make", "apply"], applied, check=True).stderr
+
+
+def test_an_interrupted_download_never_passes_as_the_pin(project):
+    cache = project / ".cache" / "pin"
+    pin = cache / PIN_FILE
+    whole = pin.read_bytes()
+    # A leftover private download directory of an interrupted run is ignored.
+    leftover = cache / ".download.abc123"
+    leftover.mkdir()
+    (leftover / PIN_FILE).write_bytes(whole[: len(whole) // 3])
+    run(["make", "apply"], project, check=True)
+    run(["make", "unapply"], project, check=True)
+    shutil.rmtree(project / "build")
+
+    # A truncated file where the pin belongs is refused, and nothing is applied.
+    pin.write_bytes(whole[: len(whole) // 2])
+    result = run(["make", "apply"], project)
+    assert result.returncode != 0
+    assert f"cached pin {pin} does not match sha256" in result.stderr
+    assert "delete it to download again" in result.stderr
+    assert not (project / "build" / "sglang").exists()
+
+    # Deleted as told, with no registry: a clear error and no file at the pin's path.
+    pin.unlink()
+    result = run(["make", "apply"], project)
+    assert result.returncode != 0
+    assert "could not download sglang==0.5.12" in result.stderr
+    assert not pin.exists()
+    assert sorted(p.name for p in cache.iterdir()) == [leftover.name]
+    assert not (project / "build" / "sglang").exists()
+
+    pin.write_bytes(whole)
+    run(["make", "apply"], project, check=True)
