@@ -7,6 +7,7 @@ Every test works on a private copy of the project (the `project` fixture) and
 needs no network; quilt must be installed (.ci/run installs it).
 """
 
+import os
 import re
 import shutil
 import subprocess
@@ -371,8 +372,8 @@ def test_python_root_series_refuses_a_mixed_patch(project):
 
 
 def test_dist_is_reproducible(project, tmp_path):
-    first = run(["make", "dist"], project, check=True).stdout.strip().splitlines()[-1]
-    tarball = Path(first)
+    out = run(["make", "dist"], project, check=True).stdout
+    tarball = Path(re.search(r"^(/\S+\.tar\.gz)$", out, re.M)[1])
     assert tarball.name == "sglang-moe-lora-info-0.5.12-20261128.tar.gz"
     saved = tmp_path / "first.tar.gz"
     shutil.copy(tarball, saved)
@@ -499,10 +500,15 @@ def test_rebase_failure_paths(project, tmp_path):
 
 
 def test_two_concurrent_applies_both_succeed(project):
+    # As conftest's run() does: not make test's SGLANG_DIR (the real tree), no registry.
+    inherited = {"SGLANG_DIR", "VENV", "PYTHON", "WHEELHOUSE", "PYTEST_ARGS"}
+    env = {k: v for k, v in os.environ.items() if k not in inherited}
+    env.update(PIP_INDEX_URL="http://127.0.0.1:9/simple", PIP_NO_INDEX="1")
     procs = [
         subprocess.Popen(
             ["make", "apply"],
             cwd=project,
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
