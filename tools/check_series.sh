@@ -6,7 +6,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 VENV=${VENV:-$ROOT/.venv}
-python=$VENV/bin/python
+python=$(realpath -m "$VENV")/bin/python
 [[ -x $python ]] || die "no environment at $VENV to import the patched modules with; run 'make venv'"
 
 pin=$("$ROOT/tools/fetch_pin.sh")

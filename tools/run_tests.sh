@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib.sh"
 
 VENV=${VENV:-$ROOT/.venv}
 SGLANG_DIR=${SGLANG_DIR:-$PIN_TREE}
-python=$VENV/bin/python
+python=$(realpath -m "$VENV")/bin/python
 
 [[ -x $python ]] || die "no test environment at $VENV; run 'make test' (it builds one)"
 [[ -d $SGLANG_DIR/python/sglang ]] || die "$SGLANG_DIR/python/sglang not found; run 'make apply' first"

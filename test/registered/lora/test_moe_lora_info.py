@@ -6,6 +6,8 @@ CPU tensors when there is no GPU.
 
 import os
 import random
+import re
+import tempfile
 import unittest
 from types import SimpleNamespace
 
@@ -498,23 +500,25 @@ class TestMoELoRAInfoCUDA(CustomTestCase):
             torch.empty(8, dtype=torch.int32, device=DEVICE),
             torch.empty(64, dtype=torch.int32, device=DEVICE),
         )
+        graph = torch.cuda.CUDAGraph()
+        # Debug mode keeps the graph so it can be dumped; the dump lists its
+        # nodes without a profiler (which compute-sanitizer would not allow).
+        graph.enable_debug_mode()
         run = lambda: _compute_moe_lora_info(  # noqa: E731
             32, seg_indptr, lora_ranks, weight_indices, *outputs, 1
         )
         run()
         torch.cuda.synchronize()
-        with torch.profiler.profile(
-            activities=[torch.profiler.ProfilerActivity.CUDA]
-        ) as prof:
+        with torch.cuda.graph(graph):
             run()
-            torch.cuda.synchronize()
-        kernels = [
-            e.name
-            for e in prof.events()
-            if e.device_type == torch.autograd.DeviceType.CUDA
-        ]
-        self.assertEqual(len(kernels), 1, kernels)
-        self.assertIn("_compute_moe_lora_info_kernel", kernels[0])
+        with tempfile.TemporaryDirectory() as tmp:
+            dump = os.path.join(tmp, "graph.dot")
+            graph.debug_dump(dump)
+            with open(dump) as f:
+                dot = f.read()
+        nodes = set(re.findall(r'"(graph_\d+_node_\d+)"\s*\[', dot))
+        self.assertEqual(len(nodes), 1, dot)
+        self.assertIn("_compute_moe_lora_info_kernel", dot)
 
     def test_no_host_synchronization(self):
         seg_indptr = _indptr([3, 0, 5, 1])
@@ -559,14 +563,20 @@ class TestMoELoRAInfoCUDA(CustomTestCase):
         batch_info = backend.cuda_graph_batch_info
         cg_buffers = backend.moe_cg_buffers
 
-        def add_info(bs):
-            batch_info.bs = batch_info.num_segments = bs
-            forward_batch = SimpleNamespace(
+        # Made outside the graph: allocating during capture is not allowed
+        # (without the caching allocator, under compute-sanitizer).
+        forward_batches = {
+            bs: SimpleNamespace(
                 input_ids=torch.empty(bs, dtype=torch.int64, device=DEVICE),
                 forward_mode=ForwardMode.DECODE,
                 extend_seq_lens_cpu=None,
             )
-            backend._add_moe_lora_info(forward_batch, batch_info)
+            for bs in (1, 5, max_bs)
+        }
+
+        def add_info(bs):
+            batch_info.bs = batch_info.num_segments = bs
+            backend._add_moe_lora_info(forward_batches[bs], batch_info)
 
         graph = self._capture(lambda: add_info(max_bs))
         rng = random.Random(11)

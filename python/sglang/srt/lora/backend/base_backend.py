@@ -20,6 +20,8 @@ _MOE_LORA_INFO_FILL_BLOCK = 1024
 _MOE_LORA_INFO_SCAN_BLOCK = 1024
 
 
+# Nothing is specialized on argument values or pointer alignment: one compiled
+# kernel per tile shape serves every batch, and can be launched directly.
 @triton.jit(
     do_not_specialize=[
         "num_segments",
@@ -28,7 +30,14 @@ _MOE_LORA_INFO_SCAN_BLOCK = 1024
         "num_loras",
         "enabled_len",
         "num_segment_programs",
-    ]
+    ],
+    do_not_specialize_on_alignment=[
+        "seg_indptr",
+        "weight_indices",
+        "lora_ranks",
+        "adapter_enabled",
+        "token_lora_mapping",
+    ],
 )
 def _compute_moe_lora_info_kernel(
     seg_indptr,  # (num_segments + 1,)
@@ -128,18 +137,23 @@ def _get_moe_lora_segments(
     ):
         bs = batch_info.bs
         return (
-            batch_info.req_seg_indptr[: bs + 1],
-            batch_info.req_weight_indices[:bs],
+            _leading(batch_info.req_seg_indptr, bs + 1),
+            _leading(batch_info.req_weight_indices, bs),
             None,
         )
     num_segments = batch_info.num_segments
     max_len = batch_info.max_len
     return (
-        batch_info.seg_indptr[: num_segments + 1],
-        batch_info.weight_indices[:num_segments],
+        _leading(batch_info.seg_indptr, num_segments + 1),
+        _leading(batch_info.weight_indices, num_segments),
         # Some backends keep max_len as a 0-d CPU tensor.
         None if max_len is None else int(max_len),
     )
+
+
+def _leading(tensor: torch.Tensor, n: int) -> torch.Tensor:
+    """The first n entries; the tensor itself (no new view) when it has n."""
+    return tensor if tensor.shape[0] == n else tensor[:n]
 
 
 def _check_moe_lora_info_tensor(
@@ -147,6 +161,7 @@ def _check_moe_lora_info_tensor(
     tensor: torch.Tensor,
     dtypes: Tuple[torch.dtype, ...],
     device: torch.device,
+    device_index: int,
 ):
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
@@ -154,9 +169,10 @@ def _check_moe_lora_info_tensor(
         raise TypeError(
             f"{name} must have dtype {' or '.join(map(str, dtypes))}, got {tensor.dtype}"
         )
-    if tensor.device != device:
+    # get_device() is -1 on the CPU; comparing it is cheaper than torch.device.
+    if tensor.get_device() != device_index:
         raise ValueError(f"{name} is on {tensor.device}, but seg_indptr is on {device}")
-    if tensor.dim() != 1 or (tensor.numel() > 1 and tensor.stride(0) != 1):
+    if tensor.dim() != 1 or (tensor.stride(0) != 1 and tensor.numel() > 1):
         raise ValueError(
             f"{name} must be a contiguous 1-D tensor, got shape "
             f"{tuple(tensor.shape)} with strides {tensor.stride()}"
@@ -185,8 +201,10 @@ def _compute_moe_lora_info(
     to -1 so padded tokens of a CUDA graph batch never pick up an adapter.
     On CUDA this is a single kernel launch with no host synchronization.
     """
-    if not isinstance(num_tokens, int) or num_tokens < 0:
-        raise ValueError(f"num_tokens must be a non-negative int, got {num_tokens!r}")
+    if not isinstance(num_tokens, int) or not 0 <= num_tokens < 2**31:
+        raise ValueError(
+            f"num_tokens must be a non-negative int below 2**31, got {num_tokens!r}"
+        )
     if not isinstance(max_len, int) or max_len < 0:
         raise ValueError(f"max_len must be a non-negative int, got {max_len!r}")
     if not isinstance(seg_indptr, torch.Tensor):
@@ -194,12 +212,15 @@ def _compute_moe_lora_info(
             f"seg_indptr must be a torch.Tensor, got {type(seg_indptr).__name__}"
         )
     device = seg_indptr.device
-    _check_moe_lora_info_tensor("seg_indptr", seg_indptr, (torch.int32,), device)
+    device_index = seg_indptr.get_device()
     _check_moe_lora_info_tensor(
-        "weight_indices", weight_indices, (torch.int32,), device
+        "seg_indptr", seg_indptr, (torch.int32,), device, device_index
     )
     _check_moe_lora_info_tensor(
-        "lora_ranks", lora_ranks, (torch.int32, torch.int64), device
+        "weight_indices", weight_indices, (torch.int32,), device, device_index
+    )
+    _check_moe_lora_info_tensor(
+        "lora_ranks", lora_ranks, (torch.int32, torch.int64), device, device_index
     )
     num_segments = weight_indices.numel()
     num_loras = lora_ranks.numel()
@@ -219,7 +240,7 @@ def _compute_moe_lora_info(
         adapter_enabled = torch.empty(num_loras, dtype=torch.int32, device=device)
     else:
         _check_moe_lora_info_tensor(
-            "adapter_enabled", adapter_enabled, (torch.int32,), device
+            "adapter_enabled", adapter_enabled, (torch.int32,), device, device_index
         )
         if adapter_enabled.numel() < num_loras:
             raise ValueError(
@@ -230,7 +251,11 @@ def _compute_moe_lora_info(
         token_lora_mapping = torch.empty(num_tokens, dtype=torch.int32, device=device)
     else:
         _check_moe_lora_info_tensor(
-            "token_lora_mapping", token_lora_mapping, (torch.int32,), device
+            "token_lora_mapping",
+            token_lora_mapping,
+            (torch.int32,),
+            device,
+            device_index,
         )
         if token_lora_mapping.numel() < num_tokens:
             raise ValueError(
@@ -260,7 +285,18 @@ def _compute_moe_lora_info(
             adapter_enabled,
             token_lora_mapping,
         )
-    return adapter_enabled[:num_loras], token_lora_mapping[:num_tokens]
+    # Views only where the buffers are longer: slicing costs host time.
+    if adapter_enabled.numel() != num_loras:
+        adapter_enabled = adapter_enabled[:num_loras]
+    if token_lora_mapping.numel() != num_tokens:
+        token_lora_mapping = token_lora_mapping[:num_tokens]
+    return adapter_enabled, token_lora_mapping
+
+
+# Compiled kernels by (device, lora_ranks dtype, tile shape), launched directly.
+# Triton's JIT entry point binds and specializes every argument on each call,
+# which costs several times the host time of the launch itself.
+_moe_lora_info_kernels = {}
 
 
 def _launch_moe_lora_info_kernel(
@@ -274,12 +310,16 @@ def _launch_moe_lora_info_kernel(
 ):
     num_segments = weight_indices.numel()
     mapping_len = token_lora_mapping.numel()
+    enabled_len = adapter_enabled.numel()
     block_s, block_t = (
         _MOE_LORA_INFO_DECODE_TILE if max_len <= 1 else _MOE_LORA_INFO_EXTEND_TILE
     )
+    block_l = min(triton.next_power_of_2(max(enabled_len, 1)), 64)
     num_segment_programs = triton.cdiv(num_segments, block_s)
-    num_fill_programs = max(1, triton.cdiv(mapping_len, _MOE_LORA_INFO_FILL_BLOCK))
-    _compute_moe_lora_info_kernel[(num_segment_programs + num_fill_programs,)](
+    grid = num_segment_programs + max(
+        1, triton.cdiv(mapping_len, _MOE_LORA_INFO_FILL_BLOCK)
+    )
+    args = (
         seg_indptr,
         weight_indices,
         lora_ranks,
@@ -289,14 +329,38 @@ def _launch_moe_lora_info_kernel(
         num_tokens,
         mapping_len,
         lora_ranks.numel(),
-        adapter_enabled.numel(),
+        enabled_len,
         num_segment_programs,
-        BLOCK_S=block_s,
-        BLOCK_T=block_t,
-        BLOCK_F=_MOE_LORA_INFO_FILL_BLOCK,
-        BLOCK_W=_MOE_LORA_INFO_SCAN_BLOCK,
-        BLOCK_L=min(triton.next_power_of_2(max(adapter_enabled.numel(), 1)), 64),
+        block_s,
+        block_t,
+        _MOE_LORA_INFO_FILL_BLOCK,
+        _MOE_LORA_INFO_SCAN_BLOCK,
+        block_l,
     )
+    device_index = seg_indptr.get_device()
+    key = (device_index, lora_ranks.dtype, block_s, block_t, block_l)
+    kernel = _moe_lora_info_kernels.get(key)
+    if (
+        kernel is not None
+        and device_index == torch.cuda.current_device()
+        and not triton.knobs.runtime.launch_enter_hook.calls
+    ):
+        kernel.run(
+            grid,
+            1,
+            1,
+            triton.runtime.driver.active.get_current_stream(device_index),
+            kernel.function,
+            kernel.packed_metadata,
+            None,  # launch metadata: only read by launch hooks
+            None,
+            None,
+            *args,
+        )
+        return
+    kernel = _compute_moe_lora_info_kernel[(grid,)](*args)
+    if isinstance(_compute_moe_lora_info_kernel, JITFunction):
+        _moe_lora_info_kernels[key] = kernel
 
 
 def _compute_moe_lora_info_native(
