@@ -22,8 +22,12 @@ note "tests, compiled Triton kernels on CUDA"
 note "the same tests under compute-sanitizer memcheck (caching allocator off)"
 sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 [[ -x $sanitizer ]] || die "compute-sanitizer not found"
+# The profiler (CUPTI) cannot attach under the sanitizer: the one test that
+# counts kernels with it runs in the plain run above only.
 PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$sanitizer" --tool memcheck --error-exitcode 99 \
 	--target-processes all --print-limit 100 \
-	"$ROOT/tools/run_tests.sh" "${sglang_tests[@]}" 2>&1 | tee "$LOG_DIR/memcheck.log" || status=1
+	"$ROOT/tools/run_tests.sh" "${sglang_tests[@]}" \
+	--deselect test/registered/lora/test_moe_lora_info.py::TestMoELoRAInfoCUDA::test_one_kernel_per_call \
+	2>&1 | tee "$LOG_DIR/memcheck.log" || status=1
 grep -E "ERROR SUMMARY" "$LOG_DIR/memcheck.log" | tail -3 || true
 exit $status

@@ -223,33 +223,16 @@ def _compute_moe_lora_info(
         "lora_ranks", lora_ranks, (torch.int32, torch.int64), device, device_index
     )
     num_segments = weight_indices.numel()
-    num_loras = lora_ranks.numel()
     if seg_indptr.numel() != num_segments + 1:
         raise ValueError(
             f"seg_indptr must have num_segments + 1 = {num_segments + 1} entries "
             f"(one more than weight_indices), got {seg_indptr.numel()}"
         )
-    # Host-side ints only: checking this costs no synchronization.
-    if num_segments * max_len < num_tokens:
-        raise AssertionError(
-            f"{num_segments} segments of at most max_len={max_len} tokens "
-            f"under-covers tokens: num_tokens={num_tokens}"
-        )
-
-    if adapter_enabled is None:
-        adapter_enabled = torch.empty(num_loras, dtype=torch.int32, device=device)
-    else:
+    if adapter_enabled is not None:
         _check_moe_lora_info_tensor(
             "adapter_enabled", adapter_enabled, (torch.int32,), device, device_index
         )
-        if adapter_enabled.numel() < num_loras:
-            raise ValueError(
-                f"adapter_enabled holds {adapter_enabled.numel()} entries, "
-                f"fewer than num_loras={num_loras}"
-            )
-    if token_lora_mapping is None:
-        token_lora_mapping = torch.empty(num_tokens, dtype=torch.int32, device=device)
-    else:
+    if token_lora_mapping is not None:
         _check_moe_lora_info_tensor(
             "token_lora_mapping",
             token_lora_mapping,
@@ -257,11 +240,52 @@ def _compute_moe_lora_info(
             device,
             device_index,
         )
-        if token_lora_mapping.numel() < num_tokens:
-            raise ValueError(
-                f"token_lora_mapping holds {token_lora_mapping.numel()} entries, "
-                f"fewer than num_tokens={num_tokens}"
-            )
+    return _compute_moe_lora_info_unchecked(
+        num_tokens,
+        seg_indptr,
+        lora_ranks,
+        weight_indices,
+        adapter_enabled,
+        token_lora_mapping,
+        max_len,
+    )
+
+
+def _compute_moe_lora_info_unchecked(
+    num_tokens: int,
+    seg_indptr: torch.Tensor,
+    lora_ranks: torch.Tensor,
+    weight_indices: torch.Tensor,
+    adapter_enabled: Optional[torch.Tensor],
+    token_lora_mapping: Optional[torch.Tensor],
+    max_len: int,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """_compute_moe_lora_info for arguments known to be well formed (dtypes,
+    devices, shapes), such as a backend's own batch info: the per-tensor checks
+    cost more host time than the launch. The coverage check stays."""
+    num_segments = weight_indices.shape[0]
+    num_loras = lora_ranks.shape[0]
+    # Host-side ints only: checking this costs no synchronization.
+    if num_segments * max_len < num_tokens:
+        raise AssertionError(
+            f"{num_segments} segments of at most max_len={max_len} tokens "
+            f"under-covers tokens: num_tokens={num_tokens}"
+        )
+    device = seg_indptr.device
+    if adapter_enabled is None:
+        adapter_enabled = torch.empty(num_loras, dtype=torch.int32, device=device)
+    elif adapter_enabled.shape[0] < num_loras:
+        raise ValueError(
+            f"adapter_enabled holds {adapter_enabled.shape[0]} entries, "
+            f"fewer than num_loras={num_loras}"
+        )
+    if token_lora_mapping is None:
+        token_lora_mapping = torch.empty(num_tokens, dtype=torch.int32, device=device)
+    elif token_lora_mapping.shape[0] < num_tokens:
+        raise ValueError(
+            f"token_lora_mapping holds {token_lora_mapping.shape[0]} entries, "
+            f"fewer than num_tokens={num_tokens}"
+        )
 
     if device.type == "cuda" or not isinstance(
         _compute_moe_lora_info_kernel, JITFunction
@@ -450,7 +474,15 @@ class BaseLoRABackend(LoRABackendLmHeadMixing):
         else:
             adapter_enabled = token_lora_mapping = None
 
-        adapter_enabled, token_lora_mapping = _compute_moe_lora_info(
+        # The backend's own int32 tensors skip the per-tensor checks; anything
+        # else goes through them, to fail with a clear error.
+        compute = (
+            _compute_moe_lora_info_unchecked
+            if seg_indptr.dtype == req_to_lora.dtype == torch.int32
+            and seg_indptr.shape[0] == req_to_lora.shape[0] + 1
+            else _compute_moe_lora_info
+        )
+        adapter_enabled, token_lora_mapping = compute(
             num_tokens,
             seg_indptr,
             batch_info.lora_ranks,
