@@ -1,10 +1,13 @@
 """Where the host time of one _compute_moe_lora_info call goes, on a GPU.
 
-Times, side by side and interleaved, the layers of one call: the whole
-function (checks + launch + result views), the kernel launch alone through
-Triton's JIT entry point, the same compiled kernel launched directly through
-its CompiledKernel handle, an empty Triton kernel (the launch floor), and
-the tensor-view work around the launch. Prints one table; medians of many
+Times, side by side and interleaved, the layers of one call:
+  full       _compute_moe_lora_info with buffers (checks + launch + views)
+  unchecked  what _add_moe_lora_info runs for a backend's tensors (no checks)
+  fresh      _compute_moe_lora_info allocating its outputs
+  launch     _launch_moe_lora_info_kernel (direct launch after the first call)
+  direct     the compiled kernel's run() with prebuilt arguments
+  empty      an empty Triton kernel through the JIT entry point (launch floor)
+  views      two tensor slices;  alloc  two torch.empty calls Prints one table; medians of many
 rounds, microseconds per call, measured with a host clock around back-to-back
 calls (the GPU keeps up, so this is the host cost).
 
@@ -21,6 +24,7 @@ import triton
 from sglang.srt.lora.backend.base_backend import (
     _compute_moe_lora_info,
     _compute_moe_lora_info_kernel,
+    _compute_moe_lora_info_unchecked,
     _launch_moe_lora_info_kernel,
 )
 
@@ -64,6 +68,10 @@ def main() -> int:
             *args, adapter_enabled, mapping, max_len
         )
         fresh = lambda: _compute_moe_lora_info(*args, None, None, max_len)  # noqa
+        # What _add_moe_lora_info runs for a backend's own tensors.
+        unchecked = lambda: _compute_moe_lora_info_unchecked(  # noqa: E731
+            *args, adapter_enabled, mapping, max_len
+        )
         launch = lambda: _launch_moe_lora_info_kernel(  # noqa: E731
             *args, adapter_enabled, mapping, max_len
         )
@@ -115,6 +123,7 @@ def main() -> int:
         )
         variants = dict(
             full=full,
+            unchecked=unchecked,
             fresh=fresh,
             launch=launch,
             direct=direct,
@@ -126,7 +135,7 @@ def main() -> int:
             fn()
         # Interleave the variants round by round so drift hits all alike.
         samples = {name: [] for name in variants}
-        for _ in range(30):
+        for _ in range(15):
             for name, fn in variants.items():
                 samples[name].append(_median_us(fn, calls=100, rounds=3))
         rows.append(
