@@ -95,6 +95,17 @@ def _expected(seq_lens, weight_indices):
     return mapping.tolist(), enabled
 
 
+def _prepare(backend, seq_lens, weight_indices, decode):
+    """The backend's real prepare_lora_batch, eager, for one batch."""
+    backend.prepare_lora_batch(
+        forward_batch=_forward_batch(seq_lens, decode),
+        weight_indices=list(weight_indices),
+        lora_ranks=list(LORA_RANKS),
+        scalings=[1.0] * MAX_LORAS,
+        use_cuda_graph=False,
+    )
+
+
 BATCHES = {
     "decode": ([1] * 11, [1, 1, 0, 4, 6, 6, 6, 2, 3, 7, 5], True),
     "extend": ([5, 1, 7, 3, 9, 2], [2, 0, 5, 2, 3, 7], False),
@@ -110,13 +121,7 @@ def test_prepare_lora_batch_fills_moe_lora_info(backend_name, batch_name):
     seq_lens, weight_indices, decode = BATCHES[batch_name]
     backend = _backends()[backend_name]
     backend.is_moe_lora = True
-    backend.prepare_lora_batch(
-        forward_batch=_forward_batch(seq_lens, decode),
-        weight_indices=list(weight_indices),
-        lora_ranks=list(LORA_RANKS),
-        scalings=[1.0] * MAX_LORAS,
-        use_cuda_graph=False,
-    )
+    _prepare(backend, seq_lens, weight_indices, decode)
     info = backend.batch_info.moe_lora_info
     assert info is not None
     expected_mapping, expected_enabled = _expected(seq_lens, weight_indices)
@@ -143,13 +148,7 @@ def test_no_moe_lora_layers_no_metadata(backend_name):
     seq_lens, weight_indices, decode = BATCHES["extend"]
     backend = _backends()[backend_name]
     assert backend.is_moe_lora is False
-    backend.prepare_lora_batch(
-        forward_batch=_forward_batch(seq_lens, decode),
-        weight_indices=list(weight_indices),
-        lora_ranks=list(LORA_RANKS),
-        scalings=[1.0] * MAX_LORAS,
-        use_cuda_graph=False,
-    )
+    _prepare(backend, seq_lens, weight_indices, decode)
     assert backend.batch_info.moe_lora_info is None
 
 
@@ -175,13 +174,7 @@ def test_get_lora_info_reads_the_shared_batch_info():
     backend = TritonLoRABackend(MAX_LORAS, DEVICE)
     layers = [_moe_layer(backend, virtual_experts=True) for _ in range(3)]
     backend.is_moe_lora = True
-    backend.prepare_lora_batch(
-        forward_batch=_forward_batch(seq_lens, decode),
-        weight_indices=list(weight_indices),
-        lora_ranks=list(LORA_RANKS),
-        scalings=[1.0] * MAX_LORAS,
-        use_cuda_graph=False,
-    )
+    _prepare(backend, seq_lens, weight_indices, decode)
     shared = backend.batch_info.moe_lora_info
     for layer in layers:
         lora_info = layer._get_lora_info()
@@ -233,13 +226,7 @@ def test_token_mapping_longer_than_hidden_states_is_sliced():
     weight_indices = [rng.randint(0, MAX_LORAS - 1) for _ in seq_lens]
     backend = TritonLoRABackend(MAX_LORAS, DEVICE)
     backend.is_moe_lora = True
-    backend.prepare_lora_batch(
-        forward_batch=_forward_batch(seq_lens, decode=False),
-        weight_indices=weight_indices,
-        lora_ranks=list(LORA_RANKS),
-        scalings=[1.0] * MAX_LORAS,
-        use_cuda_graph=False,
-    )
+    _prepare(backend, seq_lens, weight_indices, decode=False)
     lora_info = _moe_layer(backend, virtual_experts=True)._get_lora_info()
     hidden_states = torch.zeros(sum(seq_lens) - 2, 32, device=DEVICE)
     mapping = _get_token_lora_mapping(hidden_states, lora_info)
