@@ -28,5 +28,7 @@ git -C "$dest" config core.autocrlf false
 # Running the tests writes bytecode into the tree; it is not a change.
 printf '%s\n' '__pycache__/' '*.py[cod]' >>"$dest/.git/info/exclude"
 git -C "$dest" add --all
-pristine_git -C "$dest" commit --quiet --message "sglang $(lock_value version) (pristine, from $(basename "$wheel"))"
+# The release named by the wheel itself (make rebase unpacks newer ones too).
+version=$(basename "$wheel" | cut -d- -f2)
+pristine_git -C "$dest" commit --quiet --message "sglang $version (pristine, from $(basename "$wheel"))"
 pristine_git -C "$dest" tag "$PIN_TAG"
