@@ -33,9 +33,8 @@ Measurements (one row per workload x L x virtual experts):
   ops:  GPU activities (kernels, memsets, copies) per batch, counted with
         torch.profiler on one eager call: the node count in a graph.
 Then the launch floor on the same card (an empty Triton kernel, a torch
-zero_(), the timing harness itself), and ours in isolation: host time of one
-_compute_moe_lora_info call, split into its checks and the launch, beside the
-empty kernel.
+zero_(), the timing harness itself). bench_moe_lora_info_kernel.py compares
+the kernel alone with upstream 0.5.13's.
 
 Before timing each case, pre and ours must produce the same metadata (ours
 leaves rank-0 adapters disabled, the one intended difference).
@@ -89,10 +88,6 @@ from common import (
 )
 
 from sglang.srt.lora import lora_moe_runners
-from sglang.srt.lora.backend.base_backend import (
-    _compute_moe_lora_info,
-    _launch_moe_lora_info_kernel,
-)
 from sglang.srt.lora.layers import FusedMoEWithLoRA
 
 # Copies of a batch's work in one timed CUDA graph.
@@ -324,51 +319,8 @@ class Bench:
             ]
         return floor
 
-    def isolation(self) -> List[dict]:
-        """One _compute_moe_lora_info call per decode batch size: host time,
-        its launch part, and GPU time, beside the empty kernel."""
-        cfg, device = self.cfg, self.device
-        rows = []
-        buffers = self.ours_backend.moe_cg_buffers
-        adapter_enabled = buffers["adapter_enabled"]
-        token_lora_mapping = buffers["token_lora_mapping"]
-        ranks = torch.tensor(ADAPTER_RANKS, dtype=torch.int32, device=device)
-        for bs in cfg.decode_bs:
-            seg_indptr = torch.arange(bs + 1, dtype=torch.int32, device=device)
-            weight_indices = torch.tensor(
-                adapter_of_requests(bs, len(ADAPTER_RANKS)),
-                dtype=torch.int32,
-                device=device,
-            )
-            args = (
-                bs,
-                seg_indptr,
-                ranks,
-                weight_indices,
-                adapter_enabled,
-                token_lora_mapping,
-                1,
-            )
-            row = {
-                "bs": bs,
-                "call_host_us": time_host_per_call(
-                    lambda: _compute_moe_lora_info(*args), cfg.calls, device
-                ),
-                "launch_host_us": time_host_per_call(
-                    lambda: _launch_moe_lora_info_kernel(*args), cfg.calls, device
-                ),
-                "call_gpu_us": None,
-            }
-            row["checks_host_us"] = row["call_host_us"] - row["launch_host_us"]
-            if device.type == "cuda":
-                row["call_gpu_us"] = time_graph(
-                    lambda: _compute_moe_lora_info(*args), cfg.replays, GRAPH_REPEATS
-                )["median_us"]
-            rows.append(row)
-        return rows
 
-
-def print_results(rows, floor, isolation):
+def print_results(rows, floor):
     def key(r):
         return [r["workload"], r["layers"], "on" if r["virtual_experts"] else "off"]
 
@@ -469,27 +421,6 @@ def print_results(rows, floor, isolation):
             ["timing harness alone: event", None, harness["event_us"]],
         ],
     )
-    empty = floor["empty_triton_host_us"]
-    print_table(
-        "Ours in isolation: one _compute_moe_lora_info call (decode, graph "
-        "buffers), host µs = checks + launch, vs the empty Triton kernel; GPU µs "
-        "per call in a graph of many",
-        ["bs", "call host", "checks", "launch", "empty launch", "call/empty"]
-        + ["call GPU", "empty GPU"],
-        [
-            [
-                r["bs"],
-                r["call_host_us"],
-                r["checks_host_us"],
-                r["launch_host_us"],
-                empty,
-                times(r["call_host_us"] / empty),
-                r["call_gpu_us"],
-                floor.get("empty_triton_graph_per_node_us"),
-            ]
-            for r in isolation
-        ],
-    )
 
 
 def parse_args():
@@ -536,8 +467,7 @@ def main():
                 )
     print()
     floor = bench.launch_floor()
-    isolation = bench.isolation()
-    print_results(rows, floor, isolation)
+    print_results(rows, floor)
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -548,7 +478,6 @@ def main():
         "adapter_ranks": ADAPTER_RANKS,
         "rows": rows,
         "launch_floor": floor,
-        "isolation": isolation,
     }
     payload["config"]["workloads"] = [w.name for w in workloads]
     write_json(args.out_dir / "moe_lora_info.json", payload)

@@ -7,6 +7,7 @@ build_lora_hooks reading it. Runs against the patched tree on PYTHONPATH
 Triton kernel in the interpreter.
 """
 
+import dataclasses
 import os
 import random
 from types import SimpleNamespace
@@ -26,7 +27,6 @@ from sglang.srt.lora.lora_moe_runners import (  # noqa: E402
     LoRAInfo,
     _get_token_lora_mapping,
 )
-from sglang.srt.lora.utils import LoRABatchInfo  # noqa: E402
 from sglang.srt.model_executor.forward_batch_info import (  # noqa: E402
     ForwardBatch,
     ForwardMode,
@@ -188,36 +188,26 @@ def test_get_lora_info_reads_the_shared_batch_info():
         assert lora_info.max_lora_rank == 16
         assert lora_info.lora_use_virtual_experts is True
         hidden_states = torch.zeros(sum(seq_lens), 32, device=DEVICE)
-        assert _get_token_lora_mapping(hidden_states, lora_info) is (
-            shared.token_lora_mapping
-        )
+        mapping = _get_token_lora_mapping(hidden_states, lora_info)
+        assert mapping.data_ptr() == shared.token_lora_mapping.data_ptr()
+        assert mapping.tolist() == shared.token_lora_mapping.tolist()
 
 
-def test_get_lora_info_without_shared_info_computes_it_per_layer():
-    # A LoRABatchInfo built the 0.5.12 way (no moe_lora_info) still works.
+def test_missing_shared_info_asserts():
+    # Every backend fills moe_lora_info: a batch or a LoRAInfo without it is a
+    # bug, not a reason to redo the work per layer.
     seq_lens, weight_indices, _ = BATCHES["extend"]
-    seg_indptr = torch.zeros(len(seq_lens) + 1, dtype=torch.int32)
-    seg_indptr[1:] = torch.tensor(seq_lens).cumsum(0)
     backend = TritonLoRABackend(MAX_LORAS, DEVICE)
-    backend.batch_info = LoRABatchInfo(
-        use_cuda_graph=False,
-        bs=len(seq_lens),
-        num_segments=len(seq_lens),
-        seg_indptr=seg_indptr.to(DEVICE),
-        weight_indices=torch.tensor(weight_indices, dtype=torch.int32, device=DEVICE),
-        lora_ranks=torch.tensor(LORA_RANKS, dtype=torch.int64, device=DEVICE),
-        scalings=torch.ones(MAX_LORAS, device=DEVICE),
-        max_len=max(seq_lens),
-        seg_lens=torch.tensor(seq_lens, dtype=torch.int32, device=DEVICE),
-        permutation=None,
-    )
-    lora_info = _moe_layer(backend, virtual_experts=True)._get_lora_info()
-    expected_mapping, expected_enabled = _expected(seq_lens, weight_indices)
-    assert lora_info.adapter_enabled.tolist() == expected_enabled
-    assert lora_info.token_lora_mapping is None
-    hidden_states = torch.zeros(sum(seq_lens) + 3, 32, device=DEVICE)
-    mapping = _get_token_lora_mapping(hidden_states, lora_info)
-    assert mapping.tolist() == expected_mapping + [-1, -1, -1]
+    layer = _moe_layer(backend, virtual_experts=True)
+    backend.is_moe_lora = True
+    _prepare(backend, seq_lens, weight_indices, decode=False)
+    lora_info = dataclasses.replace(layer._get_lora_info(), token_lora_mapping=None)
+    hidden_states = torch.zeros(sum(seq_lens), 32, device=DEVICE)
+    with pytest.raises(AssertionError, match="no token_lora_mapping"):
+        _get_token_lora_mapping(hidden_states, lora_info)
+    backend.batch_info.moe_lora_info = None
+    with pytest.raises(AssertionError, match="prepare_lora_batch set no moe_lora_info"):
+        layer._get_lora_info()
 
 
 def test_token_mapping_longer_than_hidden_states_is_sliced():

@@ -23,11 +23,7 @@ from sglang.srt.layers.vocab_parallel_embedding import (
     ParallelLMHead,
     VocabParallelEmbedding,
 )
-from sglang.srt.lora.backend.base_backend import (
-    BaseLoRABackend,
-    _compute_moe_lora_info,
-    _get_moe_lora_segments,
-)
+from sglang.srt.lora.backend.base_backend import BaseLoRABackend
 from sglang.srt.lora.utils import LoRABatchInfo, get_lm_head_lora_b_shard_size
 
 
@@ -962,32 +958,20 @@ class FusedMoEWithLoRA(BaseLayerWithLoRA):
         max_lora_rank = self.down_lora_a_weights.shape[2]
 
         cg_buffers = getattr(self.lora_backend, "moe_cg_buffers", None)
+        # Computed once per batch by the backend, shared by all MoE layers.
         moe_lora_info = batch_info.moe_lora_info
-        if moe_lora_info is not None:
-            # Computed once per batch by the backend, shared by all MoE layers.
-            seg_indptr = moe_lora_info.seg_indptr
-            req_to_lora = moe_lora_info.req_to_lora
-            adapter_enabled = moe_lora_info.adapter_enabled
-            token_lora_mapping = moe_lora_info.token_lora_mapping
-        else:
-            # A backend that does not call _add_moe_lora_info(): compute the
-            # adapters in use here, per layer; the runner maps the tokens.
-            seg_indptr, req_to_lora, _ = _get_moe_lora_segments(batch_info)
-            adapter_enabled, _ = _compute_moe_lora_info(
-                0, seg_indptr, lora_ranks, req_to_lora, None, None, 0
-            )
-            token_lora_mapping = None
+        assert moe_lora_info is not None, "prepare_lora_batch set no moe_lora_info"
 
         return LoRAInfo(
             gate_up_lora_a_weights=self.gate_up_lora_a_weights,
             gate_up_lora_b_weights=self.gate_up_lora_b_weights,
             down_lora_a_weights=self.down_lora_a_weights,
             down_lora_b_weights=self.down_lora_b_weights,
-            seg_indptr=seg_indptr,
-            req_to_lora=req_to_lora,
+            seg_indptr=moe_lora_info.seg_indptr,
+            req_to_lora=moe_lora_info.req_to_lora,
             lora_ranks=lora_ranks,
-            adapter_enabled=adapter_enabled,
-            token_lora_mapping=token_lora_mapping,
+            adapter_enabled=moe_lora_info.adapter_enabled,
+            token_lora_mapping=moe_lora_info.token_lora_mapping,
             max_lora_rank=max_lora_rank,
             num_experts=self.base_layer.num_experts,
             experts_shared_outer_loras=self.experts_shared_outer_loras,

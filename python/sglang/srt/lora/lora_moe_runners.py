@@ -29,7 +29,6 @@ from typing import Callable
 
 import torch
 
-from sglang.srt.lora.backend.base_backend import _compute_moe_lora_info
 from sglang.srt.model_executor.cuda_graph_runner import get_is_capture_mode
 from sglang.srt.utils import is_cuda, is_hip, is_xpu, next_power_of_2
 
@@ -211,22 +210,9 @@ def _get_token_lora_mapping(
     lora_info: LoRAInfo,
 ) -> torch.Tensor:
     """Map each token to its LoRA adapter index (-1 for no LoRA)."""
-    num_tokens = hidden_states.shape[0]
-    mapping = lora_info.token_lora_mapping
-    if mapping is not None and mapping.shape[0] >= num_tokens:
-        # Computed once per batch; entries past the batch's tokens are -1.
-        return mapping[:num_tokens] if mapping.shape[0] > num_tokens else mapping
-    # LoRAInfo built without it: compute it here.
-    _, mapping = _compute_moe_lora_info(
-        num_tokens,
-        lora_info.seg_indptr,
-        lora_info.lora_ranks,
-        lora_info.req_to_lora,
-        None,
-        None,
-        num_tokens,
-    )
-    return mapping
+    # Computed once per batch; a CUDA graph buffer is longer, with a tail of -1.
+    assert lora_info.token_lora_mapping is not None, "no token_lora_mapping"
+    return lora_info.token_lora_mapping[: hidden_states.shape[0]]
 
 
 def _compute_lora_alignment(
@@ -523,7 +509,7 @@ def build_lora_hooks(
 ) -> LoRAHooks:
     """Build LoRA hook closures for injection into any MoE runner.
 
-    Takes token_lora_mapping from the batch, or computes the alignment tensors
+    Takes token_lora_mapping from the batch or computes the alignment tensors
     once, then returns closures that capture them for the two injection points.
     """
     if lora_info is None or lora_info.max_lora_rank == 0:

@@ -1,182 +1,80 @@
-from typing import Optional, Tuple, Union
+from typing import Tuple, Union
 
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
-from triton.runtime.jit import JITFunction
 
 from sglang.srt.lora.backend.lmhead_mixing import LoRABackendLmHeadMixing
 from sglang.srt.lora.utils import LoRABatchInfo, MoELoRABatchInfo
 from sglang.srt.model_executor.forward_batch_info import ForwardBatch
 
-# Tile shapes of _compute_moe_lora_info_kernel: (segments, tokens) per tile.
-# Decode-shaped batches (one token per segment) write one token per segment;
-# extend batches loop over each segment's tokens in chunks.
-_MOE_LORA_INFO_DECODE_TILE = (512, 1)
-_MOE_LORA_INFO_EXTEND_TILE = (4, 256)
-# Tokens per program that fill the uncovered part of token_lora_mapping with -1.
-_MOE_LORA_INFO_FILL_BLOCK = 1024
-# Segments scanned per step when building adapter_enabled.
-_MOE_LORA_INFO_SCAN_BLOCK = 1024
 
-
-# Nothing is specialized on argument values or pointer alignment: one compiled
-# kernel per tile shape serves every batch, and can be launched directly.
-@triton.jit(
-    do_not_specialize=[
-        "num_segments",
-        "num_tokens",
-        "mapping_len",
-        "num_loras",
-        "enabled_len",
-        "num_segment_programs",
-    ],
-    do_not_specialize_on_alignment=[
-        "seg_indptr",
-        "weight_indices",
-        "lora_ranks",
-        "adapter_enabled",
-        "token_lora_mapping",
-    ],
-)
+# The int arguments change with every batch: one compiled kernel per tile shape.
+@triton.jit(do_not_specialize=range(5, 11))
 def _compute_moe_lora_info_kernel(
-    seg_indptr,  # (num_segments + 1,)
-    weight_indices,  # (num_segments,)
-    lora_ranks,  # (num_loras,)
-    adapter_enabled,  # out: (enabled_len,), enabled_len >= num_loras
-    token_lora_mapping,  # out: (mapping_len,), mapping_len >= num_tokens
+    seg_indptr_ptr,  # (num_segments + 1,)
+    weight_indices_ptr,  # (num_segments,), -1 for no adapter
+    lora_ranks_ptr,  # (num_loras,)
+    adapter_enabled_ptr,  # out: (enabled_len,), enabled_len >= num_loras
+    mapping_ptr,  # out: token_lora_mapping (mapping_len,), >= num_tokens
     num_segments,
     num_tokens,
-    mapping_len,
     num_loras,
     enabled_len,
-    num_segment_programs,
+    mapping_len,
+    num_chunks,
     BLOCK_S: tl.constexpr,
     BLOCK_T: tl.constexpr,
-    BLOCK_F: tl.constexpr,
     BLOCK_W: tl.constexpr,
     BLOCK_L: tl.constexpr,
+    BLOCK_F: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    if pid < num_segment_programs:
-        # Segment programs: write each segment's adapter index over its tokens.
-        # Loop bounds come from seg_indptr itself, so no token of a segment is
-        # ever skipped, whatever max_len the caller believed.
-        segs = pid * BLOCK_S + tl.arange(0, BLOCK_S)
-        seg_mask = segs < num_segments
-        starts = tl.load(seg_indptr + segs, mask=seg_mask, other=0)
-        ends = tl.load(seg_indptr + segs + 1, mask=seg_mask, other=0)
-        loras = tl.load(weight_indices + segs, mask=seg_mask, other=-1)
-        starts = tl.maximum(starts, 0)
-        ends = tl.minimum(ends, num_tokens)
-        longest = tl.max(ends - starts, axis=0)
-        offsets = tl.arange(0, BLOCK_T)
-        values = tl.broadcast_to(loras[:, None], (BLOCK_S, BLOCK_T))
+
+    # num_chunks programs write a block of BLOCK_S segments over their tokens.
+    # The loop ends where seg_indptr says: a wrong max_len costs time, not tokens.
+    segs = (pid // num_chunks) * BLOCK_S + tl.arange(0, BLOCK_S)
+    seg_mask = segs < num_segments
+    starts = tl.maximum(tl.load(seg_indptr_ptr + segs, mask=seg_mask, other=0), 0)
+    ends = tl.load(seg_indptr_ptr + segs + 1, mask=seg_mask, other=0)
+    ends = tl.minimum(ends, num_tokens)
+    loras = tl.load(weight_indices_ptr + segs, mask=seg_mask, other=-1)
+    longest = tl.max(ends - starts, axis=0)
+    offset = (pid % num_chunks) * BLOCK_T
+    while offset < longest:
+        tokens = starts[:, None] + offset + tl.arange(0, BLOCK_T)[None, :]
+        tl.store(mapping_ptr + tokens, loras[:, None], mask=tokens < ends[:, None])
+        offset += num_chunks * BLOCK_T
+
+    # Tokens no segment covers (past seg_indptr[-1], a graph buffer's padded
+    # tail) get -1, so they never pick up an adapter.
+    first = tl.minimum(tl.maximum(tl.load(seg_indptr_ptr), 0), num_tokens)
+    last = tl.load(seg_indptr_ptr + num_segments)
+    last = tl.minimum(tl.maximum(last, first), num_tokens)
+    tokens = pid * BLOCK_F + tl.arange(0, BLOCK_F)
+    uncovered = ((tokens < first) | (tokens >= last)) & (tokens < mapping_len)
+    tl.store(mapping_ptr + tokens, -1, mask=uncovered)
+
+    if pid == 0:
+        # Every entry is written, so no zeroing launch; -1 matches no adapter
+        # and is never used as an address.
+        lora_ids = tl.arange(0, BLOCK_L)
+        used = tl.zeros((BLOCK_L,), dtype=tl.int32)
         start = 0
-        while start < longest:  # a while loop: see the adapter_enabled scan
-            tokens = starts[:, None] + start + offsets[None, :]
-            mask = seg_mask[:, None] & (tokens < ends[:, None])
-            tl.store(token_lora_mapping + tokens, values, mask=mask)
-            start += BLOCK_T
-    else:
-        # Fill programs: tokens no segment covers (past seg_indptr[-1], or a
-        # padded tail of the buffer) get -1 so they never pick up an adapter.
-        fill_pid = pid - num_segment_programs
-        first = tl.load(seg_indptr)
-        last = tl.load(seg_indptr + num_segments)
-        covered_start = tl.minimum(tl.maximum(first, 0), num_tokens)
-        covered_end = tl.minimum(tl.maximum(last, covered_start), num_tokens)
-        tokens = fill_pid * BLOCK_F + tl.arange(0, BLOCK_F)
-        uncovered = (tokens < covered_start) | (tokens >= covered_end)
-        tl.store(
-            token_lora_mapping + tokens, -1, mask=(tokens < mapping_len) & uncovered
-        )
-
-        if fill_pid == 0:
-            # adapter_enabled: every entry is written, so no zeroing launch is
-            # needed; -1 (no adapter) and out-of-range indices match no adapter.
-            # while, not range: the bounds are runtime values, which Triton's
-            # interpreter cannot take as range() bounds.
-            lora_start = 0
-            while lora_start < enabled_len:
-                lora_ids = lora_start + tl.arange(0, BLOCK_L)
-                used = tl.zeros((BLOCK_L,), dtype=tl.int32)
-                seg_start = 0
-                while seg_start < num_segments:
-                    segs = seg_start + tl.arange(0, BLOCK_W)
-                    loras = tl.load(
-                        weight_indices + segs, mask=segs < num_segments, other=-1
-                    )
-                    hits = (loras[:, None] == lora_ids[None, :]).to(tl.int32)
-                    used = tl.maximum(used, tl.max(hits, axis=0))
-                    seg_start += BLOCK_W
-                ranks = tl.load(
-                    lora_ranks + lora_ids, mask=lora_ids < num_loras, other=0
-                )
-                enabled = (used > 0) & (ranks > 0)
-                tl.store(
-                    adapter_enabled + lora_ids,
-                    enabled.to(tl.int32),
-                    mask=lora_ids < enabled_len,
-                )
-                lora_start += BLOCK_L
+        while start < num_segments:
+            segs = start + tl.arange(0, BLOCK_W)
+            loras = tl.load(weight_indices_ptr + segs, segs < num_segments, other=-1)
+            hits = (loras[:, None] == lora_ids[None, :]).to(tl.int32)
+            used = tl.maximum(used, tl.max(hits, axis=0))
+            start += BLOCK_W
+        ranks = tl.load(lora_ranks_ptr + lora_ids, lora_ids < num_loras, other=0)
+        enabled = ((used > 0) & (ranks > 0)).to(tl.int32)
+        tl.store(adapter_enabled_ptr + lora_ids, enabled, mask=lora_ids < enabled_len)
 
 
-def _get_moe_lora_segments(
-    batch_info: LoRABatchInfo,
-) -> Tuple[torch.Tensor, torch.Tensor, Optional[int]]:
-    """Return (seg_indptr, req_to_lora, max_len) of the segments MoE LoRA uses.
-
-    These are the per-request segments when the backend keeps them apart from
-    its own (chunked) ones, else the backend's segments with their max_len.
-    max_len is None for per-request segments: the batch info does not hold it.
-    """
-    if (
-        batch_info.req_seg_indptr is not None
-        and batch_info.req_weight_indices is not None
-    ):
-        bs = batch_info.bs
-        return (
-            _leading(batch_info.req_seg_indptr, bs + 1),
-            _leading(batch_info.req_weight_indices, bs),
-            None,
-        )
-    num_segments = batch_info.num_segments
-    max_len = batch_info.max_len
-    return (
-        _leading(batch_info.seg_indptr, num_segments + 1),
-        _leading(batch_info.weight_indices, num_segments),
-        # Some backends keep max_len as a 0-d CPU tensor.
-        None if max_len is None else int(max_len),
-    )
-
-
-def _leading(tensor: torch.Tensor, n: int) -> torch.Tensor:
-    """The first n entries; the tensor itself (no new view) when it has n."""
-    return tensor if tensor.shape[0] == n else tensor[:n]
-
-
-def _check_moe_lora_info_tensor(
-    name: str,
-    tensor: torch.Tensor,
-    dtypes: Tuple[torch.dtype, ...],
-    device: torch.device,
-    device_index: int,
-):
-    if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
-    if tensor.dtype not in dtypes:
-        raise TypeError(
-            f"{name} must have dtype {' or '.join(map(str, dtypes))}, got {tensor.dtype}"
-        )
-    # get_device() is -1 on the CPU; comparing it is cheaper than torch.device.
-    if tensor.get_device() != device_index:
-        raise ValueError(f"{name} is on {tensor.device}, but seg_indptr is on {device}")
-    if tensor.dim() != 1 or (tensor.stride(0) != 1 and tensor.numel() > 1):
-        raise ValueError(
-            f"{name} must be a contiguous 1-D tensor, got shape "
-            f"{tuple(tensor.shape)} with strides {tensor.stride()}"
-        )
+# Triton's interpreter (TRITON_INTERPRET=1) runs the kernel on CPU tensors too.
+_TRITON_INTERPRETED = not isinstance(_compute_moe_lora_info_kernel, triton.JITFunction)
 
 
 def _compute_moe_lora_info(
@@ -184,238 +82,90 @@ def _compute_moe_lora_info(
     seg_indptr: torch.Tensor,
     lora_ranks: torch.Tensor,
     weight_indices: torch.Tensor,
-    adapter_enabled: Optional[torch.Tensor],
-    token_lora_mapping: Optional[torch.Tensor],
+    adapter_enabled: torch.Tensor | None,
+    token_lora_mapping: torch.Tensor | None,
     max_len: int,
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Compute the per-batch MoE LoRA metadata.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (adapter_enabled, token_lora_mapping) of a batch.
 
-    Returns (adapter_enabled, token_lora_mapping):
-      adapter_enabled[i] = 1 if some segment uses adapter i and lora_ranks[i] > 0,
-        else 0; int32 in shape (num_loras,).
-      token_lora_mapping[t] = weight_indices[s] for the segment s holding token t,
-        -1 for tokens past the last segment; int32 in shape (num_tokens,).
-
-    Given buffers are written in place and views of them are returned; a
-    token_lora_mapping buffer may be longer than num_tokens, and its tail is set
-    to -1 so padded tokens of a CUDA graph batch never pick up an adapter.
-    On CUDA this is a single kernel launch with no host synchronization.
+    adapter_enabled[i] is 1 iff a segment uses adapter i and lora_ranks[i] > 0;
+    token_lora_mapping[t] is the adapter of token t's segment, -1 past the last
+    segment and in the tail of a longer buffer. Given buffers are written in
+    place; max_len (the longest segment) only sizes the launch. On CUDA this is
+    one kernel launch with no host synchronization.
     """
-    if not isinstance(num_tokens, int) or not 0 <= num_tokens < 2**31:
-        raise ValueError(
-            f"num_tokens must be a non-negative int below 2**31, got {num_tokens!r}"
-        )
-    if not isinstance(max_len, int) or max_len < 0:
-        raise ValueError(f"max_len must be a non-negative int, got {max_len!r}")
-    if not isinstance(seg_indptr, torch.Tensor):
-        raise TypeError(
-            f"seg_indptr must be a torch.Tensor, got {type(seg_indptr).__name__}"
-        )
-    device = seg_indptr.device
-    device_index = seg_indptr.get_device()
-    _check_moe_lora_info_tensor(
-        "seg_indptr", seg_indptr, (torch.int32,), device, device_index
+    num_segments, num_loras = weight_indices.shape[0], lora_ranks.shape[0]
+    assert num_segments * max_len >= num_tokens, (
+        f"{num_segments} segments of max_len={max_len} under-covers tokens: "
+        f"num_tokens={num_tokens}"
     )
-    _check_moe_lora_info_tensor(
-        "weight_indices", weight_indices, (torch.int32,), device, device_index
+    assert seg_indptr.shape[0] == num_segments + 1, (
+        f"seg_indptr has {seg_indptr.shape[0]} entries, "
+        f"not num_segments + 1 = {num_segments + 1}"
     )
-    _check_moe_lora_info_tensor(
-        "lora_ranks", lora_ranks, (torch.int32, torch.int64), device, device_index
-    )
-    num_segments = weight_indices.numel()
-    if seg_indptr.numel() != num_segments + 1:
-        raise ValueError(
-            f"seg_indptr must have num_segments + 1 = {num_segments + 1} entries "
-            f"(one more than weight_indices), got {seg_indptr.numel()}"
-        )
-    if adapter_enabled is not None:
-        _check_moe_lora_info_tensor(
-            "adapter_enabled", adapter_enabled, (torch.int32,), device, device_index
-        )
-    if token_lora_mapping is not None:
-        _check_moe_lora_info_tensor(
-            "token_lora_mapping",
-            token_lora_mapping,
-            (torch.int32,),
-            device,
-            device_index,
-        )
-    return _compute_moe_lora_info_unchecked(
-        num_tokens,
-        seg_indptr,
-        lora_ranks,
-        weight_indices,
-        adapter_enabled,
-        token_lora_mapping,
-        max_len,
-    )
-
-
-def _compute_moe_lora_info_unchecked(
-    num_tokens: int,
-    seg_indptr: torch.Tensor,
-    lora_ranks: torch.Tensor,
-    weight_indices: torch.Tensor,
-    adapter_enabled: Optional[torch.Tensor],
-    token_lora_mapping: Optional[torch.Tensor],
-    max_len: int,
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """_compute_moe_lora_info for arguments known to be well formed (dtypes,
-    devices, shapes), such as a backend's own batch info: the per-tensor checks
-    cost more host time than the launch. The coverage check stays."""
-    num_segments = weight_indices.shape[0]
-    num_loras = lora_ranks.shape[0]
-    # Host-side ints only: checking this costs no synchronization.
-    if num_segments * max_len < num_tokens:
-        raise AssertionError(
-            f"{num_segments} segments of at most max_len={max_len} tokens "
-            f"under-covers tokens: num_tokens={num_tokens}"
-        )
     device = seg_indptr.device
     if adapter_enabled is None:
         adapter_enabled = torch.empty(num_loras, dtype=torch.int32, device=device)
-    elif adapter_enabled.shape[0] < num_loras:
-        raise ValueError(
-            f"adapter_enabled holds {adapter_enabled.shape[0]} entries, "
-            f"fewer than num_loras={num_loras}"
-        )
     if token_lora_mapping is None:
         token_lora_mapping = torch.empty(num_tokens, dtype=torch.int32, device=device)
-    elif token_lora_mapping.shape[0] < num_tokens:
-        raise ValueError(
-            f"token_lora_mapping holds {token_lora_mapping.shape[0]} entries, "
-            f"fewer than num_tokens={num_tokens}"
-        )
+    enabled_len, mapping_len = adapter_enabled.shape[0], token_lora_mapping.shape[0]
+    assert enabled_len >= num_loras, f"adapter_enabled too short: {enabled_len}"
+    assert mapping_len >= num_tokens, f"token_lora_mapping too short: {mapping_len}"
 
-    if device.type == "cuda" or not isinstance(
-        _compute_moe_lora_info_kernel, JITFunction
-    ):
-        # CUDA/ROCm, or Triton's interpreter (TRITON_INTERPRET=1) on any device.
-        _launch_moe_lora_info_kernel(
-            num_tokens,
+    if seg_indptr.is_cuda or _TRITON_INTERPRETED:
+        # Tiles sized to the batch: one token per segment at decode, chunks of
+        # up to 256 tokens otherwise; at most 1024 tokens per program.
+        max_len = max(min(max_len, num_tokens), 1)
+        block_t = min(triton.next_power_of_2(max_len), 256)
+        block_s = min(triton.next_power_of_2(max(num_segments, 1)), 1024 // block_t)
+        block_l = triton.next_power_of_2(max(enabled_len, 1))
+        block_w = min(triton.next_power_of_2(max(num_segments, 1)), 4096 // block_l)
+        num_chunks = triton.cdiv(max_len, block_t)
+        seg_programs = triton.cdiv(num_segments, block_s) * num_chunks
+        grid = (max(seg_programs, triton.cdiv(mapping_len, 1024), 1),)
+        _compute_moe_lora_info_kernel[grid](
             seg_indptr,
-            lora_ranks,
             weight_indices,
+            lora_ranks,
             adapter_enabled,
             token_lora_mapping,
-            max_len,
+            num_segments,
+            num_tokens,
+            num_loras,
+            enabled_len,
+            mapping_len,
+            num_chunks,
+            BLOCK_S=block_s,
+            BLOCK_T=block_t,
+            BLOCK_W=max(block_w, 1),
+            BLOCK_L=block_l,
+            BLOCK_F=1024,
+            num_warps=4 if block_s * block_t > 256 else 1,
         )
     else:
-        _compute_moe_lora_info_native(
-            num_tokens,
-            seg_indptr,
-            lora_ranks,
-            weight_indices,
-            adapter_enabled,
-            token_lora_mapping,
-        )
-    # Views only where the buffers are longer: slicing costs host time.
-    if adapter_enabled.numel() != num_loras:
+        args = (seg_indptr, lora_ranks, weight_indices, adapter_enabled)
+        _compute_moe_lora_info_native(num_tokens, *args, token_lora_mapping)
+    if enabled_len > num_loras:
         adapter_enabled = adapter_enabled[:num_loras]
-    if token_lora_mapping.numel() != num_tokens:
+    if mapping_len > num_tokens:
         token_lora_mapping = token_lora_mapping[:num_tokens]
     return adapter_enabled, token_lora_mapping
 
 
-# Compiled kernels by (device, lora_ranks dtype, tile shape), launched directly.
-# Triton's JIT entry point binds and specializes every argument on each call,
-# which costs several times the host time of the launch itself.
-_moe_lora_info_kernels = {}
-
-
-def _launch_moe_lora_info_kernel(
-    num_tokens: int,
-    seg_indptr: torch.Tensor,
-    lora_ranks: torch.Tensor,
-    weight_indices: torch.Tensor,
-    adapter_enabled: torch.Tensor,
-    token_lora_mapping: torch.Tensor,
-    max_len: int,
-):
-    num_segments = weight_indices.numel()
-    mapping_len = token_lora_mapping.numel()
-    enabled_len = adapter_enabled.numel()
-    block_s, block_t = (
-        _MOE_LORA_INFO_DECODE_TILE if max_len <= 1 else _MOE_LORA_INFO_EXTEND_TILE
-    )
-    block_l = min(triton.next_power_of_2(max(enabled_len, 1)), 64)
-    num_segment_programs = triton.cdiv(num_segments, block_s)
-    grid = num_segment_programs + max(
-        1, triton.cdiv(mapping_len, _MOE_LORA_INFO_FILL_BLOCK)
-    )
-    args = (
-        seg_indptr,
-        weight_indices,
-        lora_ranks,
-        adapter_enabled,
-        token_lora_mapping,
-        num_segments,
-        num_tokens,
-        mapping_len,
-        lora_ranks.numel(),
-        enabled_len,
-        num_segment_programs,
-        block_s,
-        block_t,
-        _MOE_LORA_INFO_FILL_BLOCK,
-        _MOE_LORA_INFO_SCAN_BLOCK,
-        block_l,
-    )
-    device_index = seg_indptr.get_device()
-    key = (device_index, lora_ranks.dtype, block_s, block_t, block_l)
-    kernel = _moe_lora_info_kernels.get(key)
-    if (
-        kernel is not None
-        and device_index == torch.cuda.current_device()
-        and not triton.knobs.runtime.launch_enter_hook.calls
-    ):
-        kernel.run(
-            grid,
-            1,
-            1,
-            triton.runtime.driver.active.get_current_stream(device_index),
-            kernel.function,
-            kernel.packed_metadata,
-            None,  # launch metadata: only read by launch hooks
-            None,
-            None,
-            *args,
-        )
-        return
-    kernel = _compute_moe_lora_info_kernel[(grid,)](*args)
-    if isinstance(_compute_moe_lora_info_kernel, JITFunction):
-        _moe_lora_info_kernels[key] = kernel
-
-
 def _compute_moe_lora_info_native(
-    num_tokens: int,
-    seg_indptr: torch.Tensor,
-    lora_ranks: torch.Tensor,
-    weight_indices: torch.Tensor,
-    adapter_enabled: torch.Tensor,
-    token_lora_mapping: torch.Tensor,
+    num_tokens, seg_indptr, lora_ranks, weight_indices, adapter_enabled, mapping
 ):
-    """Same result as the Triton kernel with plain torch ops, for devices without
-    Triton (CPU, NPU, XPU). Shapes never depend on data, so nothing syncs."""
-    device = seg_indptr.device
-    num_loras = lora_ranks.numel()
-    lora_ids = torch.arange(adapter_enabled.numel(), dtype=torch.int32, device=device)
+    """The kernel's result from torch ops, for devices without Triton (CPU, NPU,
+    XPU). No shape depends on the data, so nothing synchronizes."""
+    lora_ids = torch.arange(adapter_enabled.shape[0], device=seg_indptr.device)
+    ranks = F.pad(lora_ranks, (0, lora_ids.shape[0] - lora_ranks.shape[0]))
     used = (weight_indices[:, None] == lora_ids[None, :]).any(dim=0)
-    ranks = torch.zeros(adapter_enabled.numel(), dtype=lora_ranks.dtype, device=device)
-    ranks[:num_loras] = lora_ranks
     adapter_enabled.copy_(used & (ranks > 0))
-
-    tokens = torch.arange(
-        token_lora_mapping.numel(), dtype=seg_indptr.dtype, device=device
-    )
-    # The segment of each token: the first one that ends after it. Tokens past
-    # the last segment get index num_segments, which looks up -1.
-    segs = torch.searchsorted(seg_indptr[1:], tokens, right=True)
-    lookup = torch.cat([weight_indices, weight_indices.new_full((1,), -1)])
-    covered_start = seg_indptr[0].clamp(0, num_tokens)
-    covered_end = torch.maximum(seg_indptr[-1].clamp(max=num_tokens), covered_start)
-    covered = (tokens >= covered_start) & (tokens < covered_end)
-    token_lora_mapping.copy_(torch.where(covered, lookup[segs], -1))
+    tokens = torch.arange(mapping.shape[0], device=seg_indptr.device)
+    # Token t of segment s sorts at s + 1; uncovered ones at 0 or past the end.
+    segs = torch.searchsorted(seg_indptr, tokens.to(seg_indptr.dtype), right=True)
+    lookup = F.pad(weight_indices, (1, 1), value=-1)[segs]
+    mapping.copy_(torch.where(tokens < num_tokens, lookup, -1))
 
 
 class BaseLoRABackend(LoRABackendLmHeadMixing):
@@ -431,12 +181,13 @@ class BaseLoRABackend(LoRABackendLmHeadMixing):
     def __init__(self, max_loras_per_batch: int, device: torch.device):
         self.max_loras_per_batch = max_loras_per_batch
         self.device = device
+        self._is_moe_lora = False
         self.init_lm_head_config()
 
     @property
     def is_moe_lora(self) -> bool:
-        """Whether the model has MoE LoRA layers, which need batch_info.moe_lora_info."""
-        return getattr(self, "_is_moe_lora", False)
+        """Whether MoE LoRA layers read batch_info.moe_lora_info."""
+        return self._is_moe_lora
 
     @is_moe_lora.setter
     def is_moe_lora(self, value: bool):
@@ -445,57 +196,41 @@ class BaseLoRABackend(LoRABackendLmHeadMixing):
     def _add_moe_lora_info(
         self, forward_batch: ForwardBatch, batch_info: LoRABatchInfo
     ) -> LoRABatchInfo:
-        """Compute the MoE LoRA metadata of the batch once, for all MoE layers.
-
-        Called at the end of prepare_lora_batch. MoE LoRA maps tokens to
-        requests, so it uses the per-request segments when the backend keeps
-        them apart from its own (chunked) segments.
-        """
+        """Compute batch_info.moe_lora_info once per batch, for all MoE layers,
+        at the end of prepare_lora_batch. MoE LoRA maps tokens to requests, so
+        it takes the per-request segments where the backend has its own."""
         if not self.is_moe_lora:
             return batch_info
-
         num_tokens = forward_batch.input_ids.shape[0]
-        seg_indptr, req_to_lora, max_len = _get_moe_lora_segments(batch_info)
-        if max_len is None:
-            # Per-request segments: their longest is the longest extend length.
-            if (
-                forward_batch.forward_mode.is_extend()
-                and forward_batch.extend_seq_lens_cpu
-            ):
-                max_len = max(forward_batch.extend_seq_lens_cpu)
+        if batch_info.req_seg_indptr is not None:
+            bs = batch_info.bs
+            seg_indptr = batch_info.req_seg_indptr[: bs + 1]
+            req_to_lora = batch_info.req_weight_indices[:bs]
+            extend_lens = forward_batch.extend_seq_lens_cpu
+            if forward_batch.forward_mode.is_extend() and extend_lens:
+                max_len = max(extend_lens)
             else:
-                max_len = -(-num_tokens // max(req_to_lora.shape[0], 1))
-
-        cg_buffers = getattr(self, "moe_cg_buffers", None)
-        if batch_info.use_cuda_graph and cg_buffers is not None:
-            # Graphs captured the addresses of these buffers: write in place.
-            adapter_enabled = cg_buffers["adapter_enabled"]
-            token_lora_mapping = cg_buffers["token_lora_mapping"]
+                max_len = triton.cdiv(num_tokens, max(bs, 1))
         else:
-            adapter_enabled = token_lora_mapping = None
+            seg_indptr = batch_info.seg_indptr[: batch_info.num_segments + 1]
+            req_to_lora = batch_info.weight_indices[: batch_info.num_segments]
+            max_len = int(batch_info.max_len)  # a 0-d CPU tensor in some backends
 
-        # The backend's own int32 tensors skip the per-tensor checks; anything
-        # else goes through them, to fail with a clear error.
-        compute = (
-            _compute_moe_lora_info_unchecked
-            if seg_indptr.dtype == req_to_lora.dtype == torch.int32
-            and seg_indptr.shape[0] == req_to_lora.shape[0] + 1
-            else _compute_moe_lora_info
-        )
-        adapter_enabled, token_lora_mapping = compute(
+        buffers = (None, None)
+        if batch_info.use_cuda_graph and hasattr(self, "moe_cg_buffers"):
+            # Graphs captured the addresses of these buffers: write in place.
+            cg_buffers = self.moe_cg_buffers
+            buffers = (cg_buffers["adapter_enabled"], cg_buffers["token_lora_mapping"])
+        adapter_enabled, token_lora_mapping = _compute_moe_lora_info(
             num_tokens,
             seg_indptr,
             batch_info.lora_ranks,
             req_to_lora,
-            adapter_enabled,
-            token_lora_mapping,
+            *buffers,
             max_len,
         )
         batch_info.moe_lora_info = MoELoRABatchInfo(
-            seg_indptr=seg_indptr,
-            req_to_lora=req_to_lora,
-            adapter_enabled=adapter_enabled,
-            token_lora_mapping=token_lora_mapping,
+            seg_indptr, req_to_lora, adapter_enabled, token_lora_mapping
         )
         return batch_info
 
@@ -695,8 +430,8 @@ class BaseLoRABackend(LoRABackendLmHeadMixing):
                 (max_loras,), device=device, dtype=torch.int32
             ),
             "adapter_enabled": torch.zeros(max_loras, dtype=torch.int32, device=device),
-            # Adapter of each token for virtual experts, written once per batch
-            # by _add_moe_lora_info; -1 past the batch's tokens.
+            # Adapter of each token, written by _add_moe_lora_info; -1 past the
+            # batch's tokens.
             "token_lora_mapping": torch.full(
                 (max_bs,), -1, dtype=torch.int32, device=device
             ),
