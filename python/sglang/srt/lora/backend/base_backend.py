@@ -63,9 +63,9 @@ def _compute_moe_lora_info_kernel(
         used = tl.zeros((BLOCK_L,), dtype=tl.int32)
         start = 0
         while start < num_segments:
-            segs = start + tl.arange(0, BLOCK_W)
-            loras = tl.load(weight_indices_ptr + segs, segs < num_segments, other=-1)
-            hits = (loras[:, None] == lora_ids[None, :]).to(tl.int32)
+            scan = start + tl.arange(0, BLOCK_W)
+            used_by = tl.load(weight_indices_ptr + scan, scan < num_segments, other=-1)
+            hits = (used_by[:, None] == lora_ids[None, :]).to(tl.int32)
             used = tl.maximum(used, tl.max(hits, axis=0))
             start += BLOCK_W
         ranks = tl.load(lora_ranks_ptr + lora_ids, lora_ids < num_loras, other=0)
