@@ -31,9 +31,10 @@ def launch(args, max_block_t, num_warps):
     num_segments, num_loras = weight_indices.shape[0], lora_ranks.shape[0]
     max_len = max(min(max_len, num_tokens), 1)
     block_t = min(triton.next_power_of_2(max_len), max_block_t)
-    block_s = max(min(triton.next_power_of_2(num_segments), 1024 // block_t), 1)
-    block_l = triton.next_power_of_2(enabled.shape[0])
-    block_w = min(triton.next_power_of_2(num_segments), 4096 // block_l)
+    pow2_segments = triton.next_power_of_2(max(num_segments, 1))
+    block_s = min(pow2_segments, 1024 // block_t)
+    block_l = triton.next_power_of_2(max(enabled.shape[0], 1))
+    block_w = max(min(pow2_segments, 4096 // block_l), 1)
     num_chunks = triton.cdiv(max_len, block_t)
     seg_programs = triton.cdiv(num_segments, block_s) * num_chunks
     grid = (max(seg_programs, triton.cdiv(mapping.shape[0], 1024), 1),)
@@ -49,11 +50,10 @@ def launch(args, max_block_t, num_warps):
         enabled.shape[0],
         mapping.shape[0],
         num_chunks,
-        BLOCK_S=block_s,
-        BLOCK_T=block_t,
-        BLOCK_W=block_w,
-        BLOCK_L=block_l,
-        BLOCK_F=1024,
+        block_s,
+        block_t,
+        block_w,
+        block_l,
         num_warps=num_warps,
     )
     return grid[0]

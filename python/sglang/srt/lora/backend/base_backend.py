@@ -28,49 +28,52 @@ def _compute_moe_lora_info_kernel(
     BLOCK_T: tl.constexpr,
     BLOCK_W: tl.constexpr,
     BLOCK_L: tl.constexpr,
-    BLOCK_F: tl.constexpr,
 ):
     pid = tl.program_id(0)
+    # Every load comes before the first store (which it could alias), so the
+    # loads share one round trip to memory.
 
     # num_chunks programs write a block of BLOCK_S segments over their tokens.
-    # The loop ends where seg_indptr says: a wrong max_len costs time, not tokens.
     segs = (pid // num_chunks) * BLOCK_S + tl.arange(0, BLOCK_S)
     seg_mask = segs < num_segments
     starts = tl.maximum(tl.load(seg_indptr_ptr + segs, mask=seg_mask, other=0), 0)
-    ends = tl.load(seg_indptr_ptr + segs + 1, mask=seg_mask, other=0)
-    ends = tl.minimum(ends, num_tokens)
+    ends = tl.minimum(tl.load(seg_indptr_ptr + segs + 1, seg_mask, other=0), num_tokens)
     loras = tl.load(weight_indices_ptr + segs, mask=seg_mask, other=-1)
+    first = tl.minimum(tl.maximum(tl.load(seg_indptr_ptr), 0), num_tokens)
+    last = tl.load(seg_indptr_ptr + num_segments)
+    last = tl.minimum(tl.maximum(last, first), num_tokens)
+
+    # Program 0 finds the adapters in use; -1 matches none, is never an address.
+    lora_ids = tl.arange(0, BLOCK_L)
+    ranks = tl.load(lora_ranks_ptr + lora_ids, lora_ids < num_loras, other=0)
+    scan_len = tl.where(pid == 0, num_segments, 0)
+    scan = tl.arange(0, BLOCK_W)
+    used_by = tl.load(weight_indices_ptr + scan, scan < scan_len, other=-1)
+    used = tl.max((used_by[:, None] == lora_ids[None, :]).to(tl.int32), axis=0)
+    start = BLOCK_W
+    while start < scan_len:
+        scan = start + tl.arange(0, BLOCK_W)
+        used_by = tl.load(weight_indices_ptr + scan, scan < scan_len, other=-1)
+        hits = (used_by[:, None] == lora_ids[None, :]).to(tl.int32)
+        used = tl.maximum(used, tl.max(hits, axis=0))
+        start += BLOCK_W
+
+    # The loop ends where seg_indptr says: a wrong max_len costs time, not tokens.
     longest = tl.max(ends - starts, axis=0)
     offset = (pid % num_chunks) * BLOCK_T
     while offset < longest:
         tokens = starts[:, None] + offset + tl.arange(0, BLOCK_T)[None, :]
         tl.store(mapping_ptr + tokens, loras[:, None], mask=tokens < ends[:, None])
         offset += num_chunks * BLOCK_T
-
     # Tokens no segment covers (past seg_indptr[-1], a graph buffer's padded
-    # tail) get -1, so they never pick up an adapter.
-    first = tl.minimum(tl.maximum(tl.load(seg_indptr_ptr), 0), num_tokens)
-    last = tl.load(seg_indptr_ptr + num_segments)
-    last = tl.minimum(tl.maximum(last, first), num_tokens)
-    tokens = pid * BLOCK_F + tl.arange(0, BLOCK_F)
+    # tail) get -1, so they never pick up an adapter. 1024 per program.
+    tokens = pid * 1024 + tl.arange(0, 1024)
     uncovered = ((tokens < first) | (tokens >= last)) & (tokens < mapping_len)
     tl.store(mapping_ptr + tokens, -1, mask=uncovered)
-
-    if pid == 0:
-        # Every entry is written, so no zeroing launch; -1 matches no adapter
-        # and is never used as an address.
-        lora_ids = tl.arange(0, BLOCK_L)
-        used = tl.zeros((BLOCK_L,), dtype=tl.int32)
-        start = 0
-        while start < num_segments:
-            scan = start + tl.arange(0, BLOCK_W)
-            used_by = tl.load(weight_indices_ptr + scan, scan < num_segments, other=-1)
-            hits = (used_by[:, None] == lora_ids[None, :]).to(tl.int32)
-            used = tl.maximum(used, tl.max(hits, axis=0))
-            start += BLOCK_W
-        ranks = tl.load(lora_ranks_ptr + lora_ids, lora_ids < num_loras, other=0)
-        enabled = ((used > 0) & (ranks > 0)).to(tl.int32)
-        tl.store(adapter_enabled_ptr + lora_ids, enabled, mask=lora_ids < enabled_len)
+    # Every entry is written, so no zeroing launch.
+    enabled = ((used > 0) & (ranks > 0)).to(tl.int32)
+    store_mask = (lora_ids < enabled_len) & (pid == 0)
+    tl.store(adapter_enabled_ptr + lora_ids, enabled, mask=store_mask)
 
 
 # Triton's interpreter (TRITON_INTERPRET=1) runs the kernel on CPU tensors too.
@@ -117,9 +120,10 @@ def _compute_moe_lora_info(
         # up to 256 tokens otherwise; at most 1024 tokens per program.
         max_len = max(min(max_len, num_tokens), 1)
         block_t = min(triton.next_power_of_2(max_len), 256)
-        block_s = min(triton.next_power_of_2(max(num_segments, 1)), 1024 // block_t)
+        pow2_segments = triton.next_power_of_2(max(num_segments, 1))
+        block_s = min(pow2_segments, 1024 // block_t)
         block_l = triton.next_power_of_2(max(enabled_len, 1))
-        block_w = min(triton.next_power_of_2(max(num_segments, 1)), 4096 // block_l)
+        block_w = max(min(pow2_segments, 4096 // block_l), 1)
         num_chunks = triton.cdiv(max_len, block_t)
         seg_programs = triton.cdiv(num_segments, block_s) * num_chunks
         grid = (max(seg_programs, triton.cdiv(mapping_len, 1024), 1),)
@@ -135,12 +139,10 @@ def _compute_moe_lora_info(
             enabled_len,
             mapping_len,
             num_chunks,
-            BLOCK_S=block_s,
-            BLOCK_T=block_t,
-            BLOCK_W=max(block_w, 1),
-            BLOCK_L=block_l,
-            BLOCK_F=1024,
-            num_warps=4 if block_s * block_t > 256 else 1,
+            block_s,
+            block_t,
+            block_w,
+            block_l,
         )
     else:
         args = (seg_indptr, lora_ranks, weight_indices, adapter_enabled)
