@@ -12,7 +12,7 @@ source "$(dirname "$0")/lib.sh"
 PYTHON=${PYTHON:-python3}
 WHEELHOUSES=${E2E_WHEELHOUSES:-$BUILD_DIR/gpu-wheels $BUILD_DIR/e2e-wheels}
 SITE=${E2E_SITE:-$BUILD_DIR/e2e-site}
-PIN_WORKTREE=${E2E_PIN_TREE:-$BUILD_DIR/sglang-pin}
+PIN_WORKTREE=$(realpath -m "${E2E_PIN_TREE:-$BUILD_DIR/sglang-pin}")
 
 command -v nvidia-smi >/dev/null || die "no nvidia-smi: make e2e runs sglang's engine on a CUDA GPU"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >&2

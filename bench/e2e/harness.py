@@ -158,8 +158,9 @@ class EngineSide:
         except RuntimeError:
             pass
         finally:
+            self.conn.close()
             try:
-                self.proc.wait(30)
+                self.proc.wait(60)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
             self._log.close()

@@ -108,13 +108,17 @@ def main():
     conn = Client(args.address, authkey=os.environb[b"E2E_AUTHKEY"])
     side = None
     while True:
-        op, kwargs = conn.recv()
+        try:
+            op, kwargs = conn.recv()
+        except EOFError:  # the harness went away
+            return
         try:
             if op == "start":
                 side = Side(kwargs)
                 result = {"version": side.version, "path": side.path}
             elif op == "shutdown":
-                side.engine.shutdown()
+                if side is not None:
+                    side.engine.shutdown()
                 conn.send(("ok", None))
                 return
             else:
