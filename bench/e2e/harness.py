@@ -70,7 +70,7 @@ def engine_args(
         disable_radix_cache=True,  # repeated prompts are prefilled every time
         sleep_on_idle=True,  # the idle side does not spin while the other one runs
         random_seed=0,
-        log_level="warning",
+        log_level="info",
     )
 
 
