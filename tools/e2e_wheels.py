@@ -1,14 +1,11 @@
 #!/usr/bin/env python3
-"""The e2e wheelhouse's helper (tools/fetch_e2e_wheels.sh): pins, trim, check, sizes.
+"""The e2e wheelhouse's helper (tools/fetch_e2e_wheels.sh): pins, check, sizes.
 
     e2e_wheels.py missing REQUIREMENTS DIR      print the pins without a wheel in DIR
-    e2e_wheels.py trim WHEEL DIR LABEL          flashinfer without flashinfer/data/
     e2e_wheels.py check REQUIREMENTS DIR BASE   every dependency met (or marked unneeded)
     e2e_wheels.py report DIR MAX_MB             sizes; fail over the budget
 """
 
-import base64
-import hashlib
 import re
 import sys
 import zipfile
@@ -68,63 +65,6 @@ def missing(req_file, directory):
     for name, version in wanted.items():
         if not any(Version(v) == Version(version) for v, _ in have.get(name, [])):
             print(f"{name}=={version}")
-
-
-def trim(src, dst_dir, label):
-    """Repack flashinfer's wheel without flashinfer/data/ (its JIT build's inputs)."""
-    src = Path(src)
-    name, version, *tags = src.name[: -len(".whl")].split("-")
-    new_version = f"{version}+{label}"
-    old_info, new_info = (
-        f"{name}-{version}.dist-info/",
-        f"{name}-{new_version}.dist-info/",
-    )
-    dst = Path(dst_dir) / f"{name}-{new_version}-{'-'.join(tags)}.whl"
-    tmp = dst.with_suffix(".tmp")
-    record = []
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(
-        tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=9
-    ) as zout:
-        for info in zin.infolist():
-            if info.is_dir() or info.filename.startswith("flashinfer/data/"):
-                continue
-            if info.filename == old_info + "RECORD":
-                continue
-            data = zin.read(info)
-            arcname = info.filename
-            if arcname.startswith(old_info):
-                arcname = new_info + arcname[len(old_info) :]
-                if arcname == new_info + "METADATA":
-                    text, n = re.subn(
-                        r"^Version: .*$",
-                        f"Version: {new_version}",
-                        data.decode(),
-                        count=1,
-                        flags=re.M,
-                    )
-                    assert n == 1, f"{src.name}: no Version line in METADATA"
-                    data = text.encode()
-            out = zipfile.ZipInfo(arcname, date_time=info.date_time)
-            out.external_attr = info.external_attr
-            out.compress_type = zipfile.ZIP_DEFLATED
-            zout.writestr(out, data)
-            digest = (
-                base64.urlsafe_b64encode(hashlib.sha256(data).digest())
-                .rstrip(b"=")
-                .decode()
-            )
-            record.append(f"{arcname},sha256={digest},{len(data)}")
-        record.append(f"{new_info}RECORD,,")
-        out = zipfile.ZipInfo(new_info + "RECORD", date_time=(2000, 1, 1, 0, 0, 0))
-        out.external_attr = 0o100644 << 16
-        zout.writestr(out, "\n".join(record) + "\n", compress_type=zipfile.ZIP_DEFLATED)
-    names = {r.split(",", 1)[0] for r in record}
-    for needed in ("flashinfer/__init__.py", "flashinfer/sampling.py"):
-        if needed not in names:
-            tmp.unlink()
-            sys.exit(f"error: {src.name} has no {needed}; the trim would be unusable")
-    tmp.rename(dst)
-    print(f"==> wrote {dst.name}", file=sys.stderr)
 
 
 def check(req_file, directory, base_file):
@@ -201,4 +141,4 @@ def report(directory, max_mb):
 
 if __name__ == "__main__":
     cmd, *args = sys.argv[1:]
-    {"missing": missing, "trim": trim, "check": check, "report": report}[cmd](*args)
+    {"missing": missing, "check": check, "report": report}[cmd](*args)

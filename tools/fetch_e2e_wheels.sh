@@ -1,45 +1,23 @@
 #!/usr/bin/env bash
 # Fill build/e2e-wheels with what sglang's offline Engine needs on the lent GPU
 # machine beyond build/gpu-wheels (which this fills first, through
-# tools/fetch_gpu_wheels.sh), as pinned in requirements/e2e.txt. flashinfer-python
-# is repacked without its JIT sources (flashinfer/data/). Rerunnable: wheels
+# tools/fetch_gpu_wheels.sh), as pinned in requirements/e2e.txt. Rerunnable: wheels
 # already there are kept, wheels no longer pinned are removed. docs/e2e.md says why.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 WHEELS_DIR=${E2E_WHEELS_DIR:-$BUILD_DIR/e2e-wheels}
-MAX_MB=${E2E_WHEELS_MAX_MB:-6}
+MAX_MB=${E2E_WHEELS_MAX_MB:-15}
 REQUIREMENTS=$ROOT/requirements/e2e.txt
 BASE_REQUIREMENTS=$ROOT/requirements/gpu-offline.txt
 PIP_PYTHON=${PIP_PYTHON:-python3}
 
-# The registry's flashinfer wheel that gets trimmed, and its digest.
-FLASHINFER_WHEEL=flashinfer_python-0.6.11.post1-py3-none-any.whl
-FLASHINFER_SHA256=52c6dbd1262ff0d46dce0253996108e0c55e86faa7c25a1bed7072b31d23551a
-
 [[ -f $REQUIREMENTS ]] || die "$REQUIREMENTS not found"
 "$ROOT/tools/fetch_gpu_wheels.sh"
 mkdir -p "$WHEELS_DIR"
-tmp=$(mktemp -d "$BUILD_DIR/.e2e-wheels.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-
 # Every pin whose wheel is missing, after removing wheels that no pin names.
 mapfile -t missing < <("$PIP_PYTHON" "$ROOT/tools/e2e_wheels.py" missing "$REQUIREMENTS" "$WHEELS_DIR")
-registry=()
-for pin in "${missing[@]}"; do
-	if [[ $pin == flashinfer-python==* ]]; then
-		note "downloading $FLASHINFER_WHEEL to trim it"
-		"$PIP_PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
-			--implementation cp --dest "$tmp" "flashinfer-python==0.6.11.post1" ||
-			die "downloading flashinfer-python==0.6.11.post1 failed (is the package registry reachable?)"
-		[[ -f $tmp/$FLASHINFER_WHEEL ]] || die "the registry gave $(ls "$tmp") instead of $FLASHINFER_WHEEL"
-		actual=$(sha256sum "$tmp/$FLASHINFER_WHEEL" | cut -d' ' -f1)
-		[[ $actual == "$FLASHINFER_SHA256" ]] || die "$FLASHINFER_WHEEL has sha256 $actual, expected $FLASHINFER_SHA256"
-		"$PIP_PYTHON" "$ROOT/tools/e2e_wheels.py" trim "$tmp/$FLASHINFER_WHEEL" "$WHEELS_DIR" "${pin#*+}"
-	else
-		registry+=("$pin")
-	fi
-done
+registry=("${missing[@]}")
 if [[ ${#registry[@]} -gt 0 ]]; then
 	note "downloading ${#registry[@]} wheels for CPython 3.12: ${registry[*]}"
 	"$PIP_PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \

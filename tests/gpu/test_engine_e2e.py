@@ -43,7 +43,7 @@ def results(tmp_path_factory):
         "--ranks",
         "8,16,32,64",
         "--modes",
-        "graphs,eager,graphs+ve",
+        "graphs,eager",
         "--batch-sizes",
         "8",
         "--check-only",
