@@ -155,8 +155,8 @@ class EngineSide:
         try:
             if self.proc.poll() is None and self._pending is None:
                 self.call("shutdown")
-        except RuntimeError:
-            pass
+        except (RuntimeError, OSError, EOFError):
+            pass  # the worker is gone already; its log says why
         finally:
             self.conn.close()
             try:
@@ -166,15 +166,24 @@ class EngineSide:
             self._log.close()
 
 
-def start_sides(trees, args_by_side, log_dir, tag):
-    """Start every side's engine at once; the engines load concurrently."""
+def start_sides(trees, args_by_side, log_dir, tag, sequential=False):
+    """Start every side's engine, at once or (sequential) one after the other.
+
+    Sequential suits the first start on a fresh machine, where both engines
+    would JIT-build the same kernels into the same caches at the same time.
+    """
     sides = {}
     try:
         for label, tree in trees.items():
             sides[label] = EngineSide(label, tree, Path(log_dir) / f"{tag}-{label}.log")
+        info = {}
         for label, side in sides.items():
             side.send("start", **args_by_side[label])
-        info = {label: side.wait() for label, side in sides.items()}
+            if sequential:
+                info[label] = side.wait()
+        info.update(
+            {label: side.wait() for label, side in sides.items() if label not in info}
+        )
     except BaseException:
         for side in sides.values():
             side._pending = None

@@ -276,7 +276,7 @@ def main(argv=None):
             adapters,
             mode,
             args.lora_backend,
-            max(args.batch_sizes),
+            max(args.batch_sizes + [2 * len(names)]),  # the check's batch runs as one
             args.max_total_tokens,
             args.mem_fraction,
         )
@@ -284,7 +284,9 @@ def main(argv=None):
         by_side = {
             label: dict(eargs, port=31000 + 1000 * i) for i, label in enumerate(trees)
         }
-        sides, info = harness.start_sides(trees, by_side, args.out, mode.name)
+        sides, info = harness.start_sides(
+            trees, by_side, args.out, mode.name, sequential=mode == args.modes[0]
+        )
         results["engine"][mode.name] = {
             "args": {k: str(v) for k, v in eargs.items()},
             "sides": info,
