@@ -52,3 +52,10 @@ rebase: ## try the series on a newer sglang (UPSTREAM=version or path) and repor
 
 clean: ## remove build/ and .venv (the pin cache in .cache/ stays)
 	rm -rf build .venv
+
+.PHONY: e2e e2e-wheels
+e2e-wheels: ## download what sglang's engine needs on the GPU machine: build/gpu-wheels + build/e2e-wheels
+	tools/fetch_e2e_wheels.sh
+
+e2e: ## GPU: sglang's engine, pin vs ours (outputs, decode speed; docs/e2e.md); E2E_ARGS=run.py options
+	tools/e2e.sh $(E2E_ARGS)

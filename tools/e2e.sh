@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# On a GPU machine: sglang's Engine from the pristine pin and from the patched tree,
+# side by side (bench/e2e/). Builds build/sglang (make apply) and a git worktree of
+# its pristine tag in build/sglang-pin, installs the offline wheelhouses when they are
+# there, runs the small GPU test (tests/gpu), then bench/e2e/run.py with "$@".
+#   tools/e2e.sh [run.py options]          e.g. --modes graphs --batch-sizes 1,32
+# Environment: PYTHON (python3), E2E_WHEELHOUSES (build/gpu-wheels build/e2e-wheels),
+# E2E_SITE (build/e2e-site: where those wheels are installed), E2E_SKIP_TEST=1.
+# Of build/gpu-wheels, the test-only datasets, dill and multiprocess are not installed
+# (nothing on the engine's path imports them) and need not travel.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+PYTHON=${PYTHON:-python3}
+WHEELHOUSES=${E2E_WHEELHOUSES:-$BUILD_DIR/gpu-wheels $BUILD_DIR/e2e-wheels}
+SITE=${E2E_SITE:-$BUILD_DIR/e2e-site}
+PIN_WORKTREE=$(realpath -m "${E2E_PIN_TREE:-$BUILD_DIR/sglang-pin}")
+
+command -v nvidia-smi >/dev/null || die "no nvidia-smi: make e2e runs sglang's engine on a CUDA GPU"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >&2
+
+"$ROOT/apply.sh"
+# The pin side: the pristine tag, checked out beside the patched tree.
+rm -rf "$PIN_WORKTREE"
+git -C "$PIN_TREE" worktree prune
+git -C "$PIN_TREE" worktree add --quiet --detach "$PIN_WORKTREE" "$PIN_TAG" ||
+	die "could not check out $PIN_TAG of $PIN_TREE into $PIN_WORKTREE"
+note "pin: $PIN_WORKTREE ($PIN_TAG); ours: $PIN_TREE ($(git -C "$PIN_TREE" log --oneline "$PIN_TAG"..HEAD | wc -l) patches)"
+
+wheels=()
+for dir in $WHEELHOUSES; do
+	[[ -d $dir ]] || continue
+	for wheel in "$dir"/*.whl; do
+		case ${wheel##*/} in
+		datasets-* | dill-* | multiprocess-*) ;;
+		*) wheels+=("$wheel") ;;
+		esac
+	done
+done
+if [[ ${#wheels[@]} -gt 0 ]]; then
+	stamp=$(printf '%s\n' "${wheels[@]##*/}" | sha256sum | cut -d' ' -f1)
+	if [[ $(cat "$SITE/.stamp" 2>/dev/null || true) != "$stamp" ]]; then
+		note "installing ${#wheels[@]} wheels into $SITE (offline, no dependencies)"
+		rm -rf "$SITE"
+		"$PYTHON" -m pip install --quiet --no-index --no-deps --no-compile --target "$SITE" "${wheels[@]}" ||
+			die "installing the wheels of $WHEELHOUSES into $SITE failed"
+		echo "$stamp" >"$SITE/.stamp"
+	fi
+	export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
+else
+	note "no wheelhouse in $WHEELHOUSES: using $PYTHON's own packages"
+fi
+"$PYTHON" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' ||
+	die "$PYTHON sees no CUDA GPU"
+unset TRITON_INTERPRET
+export PYTHONUNBUFFERED=1 E2E_PIN_TREE=$PIN_WORKTREE E2E_OURS_TREE=$PIN_TREE
+
+if [[ ${E2E_SKIP_TEST:-0} != 1 ]]; then
+	note "tests/gpu: pin vs ours on a small model, graphs and eager"
+	"$PYTHON" -m pytest -p no:cacheprovider -q -rA "$ROOT/tests/gpu" ||
+		die "tests/gpu failed: the patched tree's engine does not match the pin (see above)"
+fi
+note "bench/e2e/run.py $*"
+"$PYTHON" "$ROOT/bench/e2e/run.py" --pin-tree "$PIN_WORKTREE" --ours-tree "$PIN_TREE" "$@"

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Fill build/e2e-wheels with what sglang's offline Engine needs on the lent GPU
+# machine beyond build/gpu-wheels (which this fills first, through
+# tools/fetch_gpu_wheels.sh), as pinned in requirements/e2e.txt. Rerunnable: wheels
+# already there are kept, wheels no longer pinned are removed. docs/e2e.md says why.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+WHEELS_DIR=${E2E_WHEELS_DIR:-$BUILD_DIR/e2e-wheels}
+MAX_MB=${E2E_WHEELS_MAX_MB:-15}
+REQUIREMENTS=$ROOT/requirements/e2e.txt
+BASE_REQUIREMENTS=$ROOT/requirements/gpu-offline.txt
+PIP_PYTHON=${PIP_PYTHON:-python3}
+
+[[ -f $REQUIREMENTS ]] || die "$REQUIREMENTS not found"
+"$ROOT/tools/fetch_gpu_wheels.sh"
+mkdir -p "$WHEELS_DIR"
+# Every pin whose wheel is missing, after removing wheels that no pin names.
+mapfile -t missing < <("$PIP_PYTHON" "$ROOT/tools/e2e_wheels.py" missing "$REQUIREMENTS" "$WHEELS_DIR")
+registry=("${missing[@]}")
+if [[ ${#registry[@]} -gt 0 ]]; then
+	note "downloading ${#registry[@]} wheels for CPython 3.12: ${registry[*]}"
+	"$PIP_PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64 \
+		--dest "$WHEELS_DIR" "${registry[@]}" ||
+		die "downloading the wheels of $REQUIREMENTS failed (is the package registry reachable?)"
+fi
+
+"$PIP_PYTHON" "$ROOT/tools/e2e_wheels.py" check "$REQUIREMENTS" "$WHEELS_DIR" "$BASE_REQUIREMENTS"
+"$PIP_PYTHON" "$ROOT/tools/e2e_wheels.py" report "$WHEELS_DIR" "$MAX_MB"
+note "e2e wheelhouse ready: $WHEELS_DIR (with $BUILD_DIR/gpu-wheels)"
