@@ -5,6 +5,8 @@ Variants, per batch, all writing preallocated outputs:
   ours      _compute_moe_lora_info of the patched tree (one launch)
   ours/bk   the same through TritonLoRABackend._add_moe_lora_info, as
             prepare_lora_batch calls it (host time only)
+  upstream/bk  0.5.13's BaseLoRABackend._add_moe_lora_info on the same
+            backend object (host time only)
   upstream  _compute_moe_lora_info of sglang 0.5.13 (zero_ + one launch), read
             from the release wheel that `make rebase UPSTREAM=0.5.13` caches
             (.cache/upstream/0.5.13/), extracted to build/ and imported as is
@@ -155,8 +157,16 @@ def main():
         host_variants["ours/bk"] = lambda: backend._add_moe_lora_info(
             forward_batch, info
         )
+        upstream_add = upstream.BaseLoRABackend._add_moe_lora_info
+        host_variants["upstream/bk"] = lambda: upstream_add(
+            backend, forward_batch, info
+        )
+        for name in ("ours/bk", "upstream/bk"):
+            host_variants[name]()
+            got = [t.tolist() for t in (info.moe_lora_info.adapter_enabled,)]
+            got.append(info.moe_lora_info.token_lora_mapping.tolist())
+            assert tuple(got) == expected, f"{name} is wrong on {workload.name}"
         if args.smoke:
-            host_variants["ours/bk"]()
             print(f"{workload.name}: ours and upstream match the reference")
             continue
         gpu = {name: [] for name in variants}
@@ -207,14 +217,17 @@ def main():
     )
     print_table(
         "Host µs per call, eager, median of rounds ± half the IQR of the blocks",
-        ["workload", "ours", "ours/bk", "upstream", "empty", "ours/upstream"]
-        + ["ours/bk / upstream"],
+        ["workload", "ours", "upstream", "ours/bk", "upstream/bk", "empty"]
+        + ["ours/upstream", "ours/bk / upstream/bk"],
         [
             [r["workload"]]
-            + [host(r, n) for n in ("ours", "ours/bk", "upstream", "empty")]
             + [
-                f"{med(r, 'host_us', n) / med(r, 'host_us', 'upstream'):.2f}x"
-                for n in ("ours", "ours/bk")
+                host(r, n)
+                for n in ("ours", "upstream", "ours/bk", "upstream/bk", "empty")
+            ]
+            + [
+                f"{med(r, 'host_us', a) / med(r, 'host_us', b):.2f}x"
+                for a, b in (("ours", "upstream"), ("ours/bk", "upstream/bk"))
             ]
             for r in rows
         ],
