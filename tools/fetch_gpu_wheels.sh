@@ -9,7 +9,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-WHEELS_DIR=${GPU_WHEELS_DIR:-$BUILD_DIR/gpu-wheels}
+WHEELS_DIR=$BUILD_DIR/gpu-wheels
 MAX_MB=${GPU_WHEELS_MAX_MB:-45}
 REQUIREMENTS=$ROOT/requirements/gpu-offline.txt
 # Any Python with pip will do: the downloads are for CPython 3.12 whatever runs pip.
