@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Fill build/gpu-wheels with the wheels that the lent GPU machine lacks (Python 3.12,
-# no network, torch 2.11.0 and triton 3.6.0 already installed), as pinned in
+# Fill build/gpu-wheels with the wheels that an air-gapped GPU host lacks (Python 3.12,
+# torch 2.11.0 and triton 3.6.0 already installed), as pinned in
 # requirements/gpu-offline.txt, so that 'make test WHEELHOUSE=build/gpu-wheels'
 # builds its environment there offline. sglang-kernel is repacked from the
 # registry's 322 MB wheel down to what the LoRA and MoE paths load on Hopper

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the test environment at $VENV from the package registry (pinned versions),
 # or offline from the wheels in $WHEELHOUSE on top of the machine's own torch
-# (the lent GPU machine: no network, torch and triton already installed).
+# (an air-gapped GPU host with its own CUDA torch and triton; docs/gpu-offline.md).
 # Reuses an existing environment only when it was built from the same requirements.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
