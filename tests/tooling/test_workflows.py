@@ -84,6 +84,46 @@ def copy_tree(src: Path, dest: Path) -> Path:
     return dest
 
 
+def hunks(patch: Path):
+    """(path, old start line, body lines) of each hunk on an existing file."""
+    out = []
+    for block in re.split(r"(?m)^diff --git ", patch.read_text())[1:]:
+        old = re.search(r"^--- a/(\S+)", block, re.M)
+        if not old:
+            continue  # a new file
+        for h in re.finditer(
+            r"^@@ -(\d+)(?:,\d+)? \+\d+(?:,\d+)? @@.*\n((?:[ +\\-].*\n?)*)", block, re.M
+        ):
+            out.append((old[1], int(h[1]), h[2].splitlines()))
+    return out
+
+
+def editable_hunk(patches):
+    """The first hunk that removes a line after 3 lines of context, in a file
+    no earlier patch touches (so its line numbers are the pristine file's)."""
+    seen = set()
+    for patch in patches:
+        for path, start, lines in hunks(patch):
+            lead = lines[:3]
+            if (
+                path not in seen
+                and len(lead) == 3
+                and all(x.startswith(" ") for x in lead)
+                and any(x.startswith("-") for x in lines)
+            ):
+                return patch, path, start, lines
+        seen |= {h[0] for h in hunks(patch)}
+        seen |= set(re.findall(r"^\+\+\+ b/(\S+)", patch.read_text(), re.M))
+    pytest.skip("no patch has a hunk to edit")
+
+
+def edit_line(text: str, number: int, suffix: str) -> str:
+    """TEXT with SUFFIX appended to its line NUMBER (1-based)."""
+    lines = text.splitlines(keepends=True)
+    lines[number - 1] = lines[number - 1].rstrip("\n") + suffix + "\n"
+    return "".join(lines)
+
+
 def snapshot(tree: Path) -> dict[str, bytes]:
     """Every file's bytes and mode, .git and .pc aside."""
     out = {}
@@ -156,23 +196,24 @@ def test_pr_failure_paths_leave_the_clone_as_it_was(applied, clone, tmp_path):
     assert status(clone) == before
 
     # Upstream moved on: a line the series changes was edited (a real conflict).
-    backend = clone / "python/sglang/srt/lora/backend/torch_backend.py"
-    text = backend.read_text()
-    line = "        self.batch_info = batch_info\n"
-    backend.write_text(text.replace(line, line.rstrip() + "  # upstream edit\n"))
+    patch, path, start, lines = editable_hunk(series(applied))
+    target = clone / path
+    text = target.read_text()
+    removed = next(i for i, x in enumerate(lines) if x.startswith("-"))
+    old_line = start + sum(1 for x in lines[:removed] if not x.startswith("+"))
+    target.write_text(edit_line(text, old_line, "  # upstream edit"))
     git(clone, "commit", "--quiet", "-am", "upstream edit")
     before = status(clone)
     result = run(["make", "pr", f"SGLANG_DIR={clone}", "BASE=main"], applied)
     assert result.returncode != 0
-    assert "0003-" in result.stderr and "does not apply to main" in result.stderr
+    assert patch.name in result.stderr and "does not apply to main" in result.stderr
     assert "CONFLICT" in result.stderr
     assert status(clone) == before
     assert not (clone / ".git" / "rebase-apply").exists()
 
     # Upstream only touched the context of a hunk: git am -3 merges it.
     git(clone, "reset", "--quiet", "--hard", "HEAD~1")
-    near = "        batch_info.scalings_cpu = scalings_tensor\n"
-    backend.write_text(text.replace(near, near.rstrip() + "  # nearby edit\n"))
+    target.write_text(edit_line(text, start, "  # nearby edit"))
     git(clone, "commit", "--quiet", "-am", "nearby edit")
     body = tmp_path / "body.md"
     merged = run(
@@ -180,8 +221,9 @@ def test_pr_failure_paths_leave_the_clone_as_it_was(applied, clone, tmp_path):
     )
     assert merged.returncode == 0, merged.stderr
     assert git(clone, "rev-list", "--count", "main..HEAD") == str(len(series(applied)))
-    assert "# nearby edit" in backend.read_text()
-    assert "self._add_moe_lora_info(forward_batch, batch_info)" in backend.read_text()
+    assert "# nearby edit" in target.read_text()
+    added = next((x[1:] for x in lines if x.startswith("+") and x[1:].strip()), None)
+    assert added is None or added in target.read_text()
     assert body.exists()
 
 
@@ -313,7 +355,7 @@ def test_check_distro_refuses_a_patch_that_needs_an_offset(project):
     )
     text = patch.read_text()
     shifted = re.sub(
-        r"^@@ -(\d+)(,\d+)? \+(\d+)",
+        r"^@@ -([1-9]\d{2,})(,\d+)? \+(\d+)",
         lambda m: f"@@ -{int(m[1]) - 4}{m[2] or ''} +{int(m[3]) - 4}",
         text,
         count=1,
