@@ -322,7 +322,7 @@ def test_check_patches_catches_each_kind_of_problem(project):
     expect("Last-Update '2026-13-45' is not a date YYYY-MM-DD")
     last.write_text(re.sub(r"^Forwarded: .*\n", "", text, flags=re.M))
     expect(f"patches/{last.name}: no Forwarded field")
-    last.write_text(text.replace("Origin: vendor", "Origin: somewhere"))
+    last.write_text(re.sub(r"^Origin: .*$", "Origin: somewhere", text, flags=re.M))
     expect("Origin 'somewhere' is not")
     last.write_text(text)
 
@@ -450,34 +450,41 @@ def test_dist_refuses_a_broken_series(project):
 # make rebase (offline: synthetic newer trees)
 
 
+def touched(patch: Path) -> set[str]:
+    return set(re.findall(r"^diff --git a/(\S+) b/", patch.read_text(), re.M))
+
+
 def newer_tree(pristine, dest, patches):
-    """A 'newer release': patch 0001 already in, lines shifted in another file."""
+    """A 'newer release': the first patch already in, lines shifted in a file
+    that only later patches change. Returns the tree and that file."""
     tree = copy_tree(pristine, dest)
     run(["patch", "-p1", "-F0", "-i", str(patches[0])], tree, check=True)
-    runners = tree / "python/sglang/srt/lora/lora_moe_runners.py"
-    runners.write_text(
-        "# an upstream comment\n# shifting every line\n" + runners.read_text()
-    )
-    return tree
+    later = sorted(set().union(*map(touched, patches[1:])) - touched(patches[0]))
+    shifted = next(p for p in later if (pristine / p).is_file())
+    path = tree / shifted
+    path.write_text("# an upstream comment\n# shifting every line\n" + path.read_text())
+    return tree, shifted
+
+
+ROW_RE = re.compile(r"^\| (\d+) \| `(\S+)` \| (.*) \|$", re.M)
 
 
 @pytest.mark.needs("patch")
 def test_rebase_reports_clean_offset_and_already_upstream(project, pristine, tmp_path):
     patches = series(project)
-    tree = newer_tree(pristine, tmp_path / "newer", patches)
+    tree, shifted = newer_tree(pristine, tmp_path / "newer", patches)
     result = run(
         ["make", "--no-print-directory", "rebase", f"UPSTREAM={tree}"], project
     )
     assert result.returncode == 0, result.stderr
-    rows = re.findall(r"^\| (\d) \| `(\S+)` \| (.*) \|$", result.stdout, re.M)
-    assert [r[2] for r in rows] == [
-        "already upstream (reverse-applies)",
-        "applies cleanly",
-        "applies cleanly",
-        "applies with offset",
-        "applies cleanly",
+    rows = ROW_RE.findall(result.stdout)
+    assert [r[2] for r in rows] == ["already upstream (reverse-applies)"] + [
+        "applies with offset" if shifted in touched(p) else "applies cleanly"
+        for p in patches[1:]
     ]
-    assert "lora_moe_runners.py: hunk #1 at line 31 (+2)" in result.stdout
+    assert re.search(
+        rf"{re.escape(shifted)}: hunk #1 at line \d+ \(\+2\)", result.stdout
+    )
 
 
 @pytest.mark.needs("patch")
@@ -485,8 +492,9 @@ def test_rebase_recognises_an_equivalent_change_and_shows_conflicts(
     project, pristine, tmp_path
 ):
     patches = series(project)
-    tree = newer_tree(pristine, tmp_path / "newer", patches)
+    tree, _ = newer_tree(pristine, tmp_path / "newer", patches)
     # Upstream wrote the same class its own way: no hunk reverse-applies.
+    # (MoELoRABatchInfo and its token_lora_mapping are the contract of the series.)
     utils = tree / "python/sglang/srt/lora/utils.py"
     text = utils.read_text()
     assert "class MoELoRABatchInfo:" in text
@@ -496,23 +504,30 @@ def test_rebase_recognises_an_equivalent_change_and_shows_conflicts(
             "    token_lora_mapping: torch.Tensor\n    num_tokens: int = 0\n",
         )
     )
-    backend = tree / "python/sglang/srt/lora/backend/torch_backend.py"
-    line = "        self.batch_info = batch_info\n"
-    backend.write_text(backend.read_text().replace(line, line.rstrip() + "  # edit\n"))
+    # Upstream edited a line that a later patch changes: a conflict.
+    rest = [p for p in patches[1:] if not touched(p) & touched(patches[0])]
+    patch, path, start, lines = editable_hunk(rest)
+    removed = next(i for i, x in enumerate(lines) if x.startswith("-"))
+    old_line = start + sum(1 for x in lines[:removed] if not x.startswith("+"))
+    # newer_tree shifted one file by two lines.
+    target = tree / path
+    text = target.read_text()
+    if text.startswith("# an upstream comment\n"):
+        old_line += 2
+    target.write_text(edit_line(text, old_line, "  # edit"))
 
     result = run(["tools/rebase.sh", str(tree)], project)
     assert result.returncode == 1, result.stderr
-    rows = re.findall(r"^\| (\d) \| `(\S+)` \| (.*) \|$", result.stdout, re.M)
+    rows = ROW_RE.findall(result.stdout)
     assert rows[0][2] == "already upstream (equivalent change present)"
-    assert rows[2][2] == "conflicts"
+    assert dict((r[1], r[2]) for r in rows)[patch.name] == "conflicts"
     assert re.search(
         r"equivalent change present: `MoELoRABatchInfo` in python/", result.stdout
     )
-    assert "torch_backend.py: Hunk #1 FAILED" in result.stdout
+    assert re.search(rf"{re.escape(Path(path).name)}: Hunk #\d+ FAILED", result.stdout)
     assert "```diff" in result.stdout
-    assert (
-        "+        self._add_moe_lora_info(forward_batch, batch_info)" in result.stdout
-    )
+    added = next(x for x in lines if x.startswith("+") and x[1:].strip())
+    assert added in result.stdout
 
 
 def test_rebase_failure_paths(project, tmp_path):
