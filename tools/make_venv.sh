@@ -30,6 +30,7 @@ if [[ -e $VENV && $(realpath -m "$VENV") != "$ROOT/.venv" ]]; then
 	exit 0
 fi
 
+writable_dir "$(dirname "$VENV")"
 rm -rf "$VENV"
 if [[ -n $WHEELHOUSE ]]; then
 	note "building $VENV offline from $WHEELHOUSE on top of $PYTHON's torch"
