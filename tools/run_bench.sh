@@ -2,7 +2,7 @@
 # Run the GPU benchmarks with $VENV's Python on the patched tree: the per-batch
 # MoE LoRA metadata (bench/bench_moe_lora_info.py) and the whole MoE layer
 # (bench/bench_moe_layer.py), pre (pristine $PIN_TAG) vs ours. Tables go to
-# stdout and to build/bench/*.txt, beside the JSON results and
+# stdout and to ${BENCH_OUT:-build/bench}/*.txt, beside the JSON results and
 # the plots. Arguments go to both scripts: --quick for a short first run,
 # --smoke for the CPU check (Triton interpreter, no GPU timings), --no-plot
 # without matplotlib. The full run takes several minutes on an H100.
@@ -11,7 +11,7 @@ source "$(dirname "$0")/lib.sh"
 
 VENV=${VENV:-$ROOT/.venv}
 SGLANG_DIR=${SGLANG_DIR:-$PIN_TREE}
-out=$BUILD_DIR/bench
+out=${BENCH_OUT:-$BUILD_DIR/bench}
 python=$VENV/bin/python
 
 [[ -x $python ]] || die "no environment at $VENV; run 'make venv' or set VENV"
