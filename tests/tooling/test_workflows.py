@@ -276,7 +276,7 @@ def test_check_patches_accepts_applied_upstream(project):
     # DEP-3's Applied-Upstream: a version and where, as every patch may carry.
     field = "Applied-Upstream: 0.5.13, https://github.com/sgl-project/sglang/pull/24160"
     for patch in series(project):
-        text = patch.read_text()
+        text = re.sub(r"^Applied-Upstream:.*\n", "", patch.read_text(), flags=re.M)
         patch.write_text(
             re.sub(r"^(Last-Update: .*)$", rf"\1\n{field}", text, count=1, flags=re.M)
         )
