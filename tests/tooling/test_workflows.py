@@ -14,7 +14,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import PIN_FILE, PIN_TAG, ROOT, clean_env, run
+from conftest import PIN_FILE, PIN_TAG, PYTHON, ROOT, clean_env, run
 
 SECTIONS = [
     "## Motivation",
@@ -635,3 +635,22 @@ def test_an_interrupted_download_never_passes_as_the_pin(project):
 
     pin.write_bytes(whole)
     run(["make", "apply"], project, check=True)
+
+
+def test_tests_that_need_quilt_are_skipped_without_it(project, tmp_path):
+    # make test on a machine without quilt: skipped with the way to get it, not failed.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for directory in clean_env()["PATH"].split(":"):
+        for tool in Path(directory).glob("*") if Path(directory).is_dir() else []:
+            if tool.name != "quilt" and not (bin_dir / tool.name).exists():
+                (bin_dir / tool.name).symlink_to(tool)
+    result = run(
+        [PYTHON, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs"]
+        + ["tests/tooling/test_workflows.py", "-k", "needs_an_offset"],
+        project,
+        env={"PATH": str(bin_dir)},
+    )
+    assert result.returncode == 0, result.stdout
+    assert "1 skipped" in result.stdout
+    assert "needs quilt (make check runs it" in result.stdout
