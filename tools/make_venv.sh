@@ -25,7 +25,7 @@ if [[ -x $VENV/bin/python && $(cat "$stamp" 2>/dev/null) == "$wanted" ]]; then
 fi
 # Only our own .venv is ever rebuilt; an environment given by VENV=... is used as it is.
 if [[ -e $VENV && $(realpath -m "$VENV") != "$ROOT/.venv" ]]; then
-	[[ -x $VENV/bin/python ]] || die "VENV $VENV exists but has no bin/python; pass a virtual environment, or leave VENV unset to build .venv"
+	[[ -x $VENV/bin/python ]] || die "VENV $VENV has no bin/python this user can run; pass a virtual environment, or leave VENV unset to build .venv"
 	note "using $VENV as it is (not built from $requirements by this checkout; it is left alone)"
 	exit 0
 fi
