@@ -124,20 +124,6 @@ def edit_line(text: str, number: int, suffix: str) -> str:
     return "".join(lines)
 
 
-def snapshot(tree: Path) -> dict[str, bytes]:
-    """Every file's bytes and mode, .git and .pc aside."""
-    out = {}
-    for path in sorted(tree.rglob("*")):
-        rel = path.relative_to(tree)
-        if rel.parts[0] in (".git", ".pc") or path.is_dir():
-            continue
-        out[str(rel)] = path.read_bytes() + oct(path.stat().st_mode).encode()
-    return out
-
-
-# make pr
-
-
 def test_pr_commits_the_series_on_a_new_branch_and_writes_the_body(applied, clone):
     result = run(["make", "pr", f"SGLANG_DIR={clone}"], applied)
     assert result.returncode == 0, result.stderr
