@@ -75,14 +75,18 @@ if ! series_on_head; then
 	die "$(basename "$failed") does not apply to $label (git's reason above; nothing was changed): is it sglang $(lock_value version)?"
 fi
 
-for patch in "${patches[@]}"; do
-	if [[ $mode == commit ]]; then
-		GIT_COMMITTER_NAME="sglang-moe-lora-info" GIT_COMMITTER_EMAIL="build@invalid" \
-			git -C "$dir" am --quiet --keep-non-patch --committer-date-is-author-date "$patch" ||
-			die "git am $(basename "$patch") failed in $dir after the dry run passed"
-	else
-		git -C "$dir" apply "$patch" || die "git apply $(basename "$patch") failed in $dir after the dry run passed"
+if [[ $mode == commit ]]; then
+	# One git am for the series: on a failure it stops, and --abort puts HEAD back.
+	if ! GIT_COMMITTER_NAME="sglang-moe-lora-info" GIT_COMMITTER_EMAIL="build@invalid" \
+		git -C "$dir" am --quiet --keep-non-patch --committer-date-is-author-date "${patches[@]}"; then
+		git -C "$dir" am --abort || true
+		die "git am failed in $dir after the dry run passed (nothing was kept)"
 	fi
+else
+	# git apply takes the whole series or none of it.
+	git -C "$dir" apply "${patches[@]}" || die "git apply failed in $dir after the dry run passed (nothing was changed)"
+fi
+for patch in "${patches[@]}"; do
 	note "applied $(basename "$patch")"
 done
 [[ $mode == commit ]] || note "series applied to the working tree of $label"
