@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Validate patches/ the way a distro's patch validator would.
 
-  tools/check_patches.py [-v]      (PATCHES_DIR overrides patches/, as in lib.sh)
+  tools/check_patches.py [-v]
 
 Checks, reporting every problem before failing:
   - every entry of patches/series names an existing file, no entry twice;
@@ -11,6 +11,7 @@ Checks, reporting every problem before failing:
   - DEP-3 header: Description or Subject, Author or From ("Name <email>"),
     Origin (upstream|backport|vendor|other, optionally ", <url or commit>"),
     Forwarded (no|not-needed|yes or a URL), Last-Update (a real YYYY-MM-DD),
+    optionally Applied-Upstream (a version, commit or URL, comma-separated),
     each field once;
   - each patch touches only what its description says. The rule: every file
     the patch touches must be named by its description (subject + body, DEP-3
@@ -25,7 +26,6 @@ The series is read through tools/lib.sh (series_patches), the one parser.
 
 import datetime
 import hashlib
-import os
 import re
 import subprocess
 import sys
@@ -35,8 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from patchinfo import changed_names, message_names, read_patch  # noqa: E402
 
 TOOLS = Path(__file__).resolve().parent
-PATCHES_DIR = Path(os.environ.get("PATCHES_DIR", TOOLS.parent / "patches"))
+PATCHES_DIR = TOOLS.parent / "patches"
 ORIGIN_RE = re.compile(r"^(upstream|backport|vendor|other)(,\s*\S+)?$")
+APPLIED_RE = re.compile(r"^[^\s,]+(,\s*[^\s,]+)*$")
 FORWARDED_RE = re.compile(r"^(no|not-needed|yes)$|^https?://\S+$")
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 AUTHOR_RE = re.compile(r"^[^<>]+<[^<>@\s]+@[^<>\s]+>$")
@@ -47,7 +48,6 @@ def series_entries() -> list[str]:
     script = 'source "$1" && series_patches'
     result = subprocess.run(
         ["bash", "-c", script, "series", str(TOOLS / "lib.sh")],
-        env={**os.environ, "PATCHES_DIR": str(PATCHES_DIR)},
         capture_output=True,
         text=True,
     )
@@ -86,6 +86,12 @@ def check_dep3(patch) -> list[str]:
     forwarded = one_field(fields, ("Forwarded",), problems, "Forwarded")
     if forwarded is not None and not FORWARDED_RE.match(forwarded):
         problems.append(f"Forwarded {forwarded!r} is not no, not-needed, yes or a URL")
+    if fields.get("Applied-Upstream"):
+        applied = one_field(fields, ("Applied-Upstream",), problems, "Applied-Upstream")
+        if not APPLIED_RE.match(applied):
+            problems.append(
+                f"Applied-Upstream {applied!r} is not a version, commit or URL list"
+            )
     updated = one_field(fields, ("Last-Update",), problems, "Last-Update")
     if updated is not None:
         try:

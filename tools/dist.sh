@@ -8,11 +8,10 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-DIST_DIR=${DIST_DIR:-$ROOT/dist}
+DIST_DIR=$ROOT/dist
 [[ $# -eq 0 ]] || die "usage: $0 (writes to $DIST_DIR)"
 
 load_series
-[[ ${#SERIES[@]} -gt 0 ]] || die "patches/series lists no patches"
 patches=("${SERIES[@]}")
 # The release date is the newest Last-Update: it names the tarball and dates its files.
 updated=$(sed -n 's/^Last-Update:[[:space:]]*//p' "${patches[@]}" | LC_ALL=C sort | tail -1)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Fill build/gpu-wheels with the wheels that the lent GPU machine lacks (Python 3.12,
-# no network, torch 2.11.0 and triton 3.6.0 already installed), as pinned in
+# Fill build/gpu-wheels with the wheels that an air-gapped GPU host lacks (Python 3.12,
+# torch 2.11.0 and triton 3.6.0 already installed), as pinned in
 # requirements/gpu-offline.txt, so that 'make test WHEELHOUSE=build/gpu-wheels'
 # builds its environment there offline. sglang-kernel is repacked from the
 # registry's 322 MB wheel down to what the LoRA and MoE paths load on Hopper
@@ -9,7 +9,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-WHEELS_DIR=${GPU_WHEELS_DIR:-$BUILD_DIR/gpu-wheels}
+WHEELS_DIR=$BUILD_DIR/gpu-wheels
 MAX_MB=${GPU_WHEELS_MAX_MB:-45}
 REQUIREMENTS=$ROOT/requirements/gpu-offline.txt
 # Any Python with pip will do: the downloads are for CPython 3.12 whatever runs pip.

@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # On a GPU machine: run the sglang tests compiled on CUDA, then again under
-# compute-sanitizer memcheck, logging to $LOG_DIR. Offline when WHEELHOUSE is set.
-#   WHEELHOUSE=build/gpu-wheels PYTHON=python3 LOG_DIR=out tools/gpu_validate.sh
+# compute-sanitizer memcheck, logging to LOG_DIR (build/gpu-validation by default).
+# Offline when WHEELHOUSE is set.
+#   WHEELHOUSE=build/gpu-wheels PYTHON=python3 tools/gpu_validate.sh [LOG_DIR]
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-LOG_DIR=${LOG_DIR:-$BUILD_DIR/gpu-validation}
+[[ $# -le 1 ]] || die "usage: $0 [LOG_DIR]"
+LOG_DIR=${1:-$BUILD_DIR/gpu-validation}
 VENV=${VENV:-$ROOT/.venv}
 mkdir -p "$LOG_DIR"
 command -v nvidia-smi >/dev/null || die "no nvidia-smi: this needs a CUDA GPU"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$LOG_DIR/card.txt"
 
 "$ROOT/tools/make_venv.sh"
-# The tooling tests need quilt and the registry; they run in CI, not here.
+# The tooling tests are CPU-only and run in CI; here, the sglang tests.
 sglang_tests=(--ignore="$ROOT/tests/tooling")
 
 status=0

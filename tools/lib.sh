@@ -1,14 +1,23 @@
 # Shared helpers for the tooling; source it, do not run it.
 # shellcheck shell=bash
 # The one place that knows the pin file, the series format and the default paths.
+# The paths are fixed, not taken from the environment: the tooling writes only
+# under build/ and .cache/ of this checkout, whatever the caller's environment holds.
 
-ROOT=${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
-LOCK_FILE=${LOCK_FILE:-$ROOT/upstream.lock}
-PATCHES_DIR=${PATCHES_DIR:-$ROOT/patches}
-BUILD_DIR=${BUILD_DIR:-$ROOT/build}
-PIN_CACHE=${PIN_CACHE:-$ROOT/.cache/pin}
-PIN_TREE=${PIN_TREE:-$BUILD_DIR/sglang}
-PIN_TAG=${PIN_TAG:-v0.5.12}
+# shellcheck disable=SC2034 # the paths are read by the scripts that source this file
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LOCK_FILE=$ROOT/upstream.lock
+PATCHES_DIR=$ROOT/patches
+BUILD_DIR=$ROOT/build
+PIN_CACHE=$ROOT/.cache/pin
+PIN_TREE=$BUILD_DIR/sglang
+PIN_TAG=v0.5.12
+# A caller's GIT_DIR (a git hook, say) would send every 'git -C DIR' to that repository.
+unset GIT_DIR GIT_WORK_TREE GIT_INDEX_FILE GIT_OBJECT_DIRECTORY GIT_ALTERNATE_OBJECT_DIRECTORIES GIT_COMMON_DIR GIT_NAMESPACE
+# 'git status' must not rewrite a user's index behind their back.
+export GIT_OPTIONAL_LOCKS=0
+# What build/sglang was made from ("DIGEST HEAD"), written by make apply and make refresh.
+PIN_STAMP=$PIN_TREE/.git/moe-lora-info-applied
 
 # Fixed identity and dates make the pristine commit, and so every patch, reproducible.
 PRISTINE_DATE="2000-01-01T00:00:00+0000"
@@ -20,6 +29,13 @@ die() {
 
 note() {
 	echo "==> $*" >&2
+}
+
+# writable_dir DIR: create DIR, or stop with one line saying why it cannot be.
+writable_dir() {
+	if ! mkdir -p "$1" 2>/dev/null || [[ ! -w $1 ]]; then
+		die "cannot write to $1 (a read-only checkout?); the tooling writes only build/ and .cache/ here: make them writable or work in a writable copy"
+	fi
 }
 
 # lock_value KEY: print KEY's value from the pin file.
@@ -49,21 +65,20 @@ series_paths() {
 }
 
 # load_series: set the array SERIES to the series' patch paths; exits on a missing
-# file (a plain 'mapfile < <(series_paths)' would not stop on it).
+# file or an empty series (a plain 'mapfile < <(series_paths)' would not stop).
 # shellcheck disable=SC2034 # SERIES is read by the scripts that source this file
 load_series() {
 	local list
 	list=$(series_paths) || exit 1
-	SERIES=()
-	[[ -z $list ]] || mapfile -t SERIES <<<"$list"
+	[[ -n $list ]] || die "patches/series lists no patches"
+	mapfile -t SERIES <<<"$list"
 }
 
-# series_digest: a hash of the series and every patch, to tell an applied tree's state.
-series_digest() {
-	{
-		cat "$PATCHES_DIR/series"
-		series_paths | xargs cat
-	} | sha256sum | cut -d' ' -f1
+# build_digest: a hash of the pin file, the series and every patch: what build/sglang
+# was made from. A change to any of them makes 'make apply' build it again.
+build_digest() {
+	load_series
+	cat "$LOCK_FILE" "$PATCHES_DIR/series" "${SERIES[@]}" | sha256sum | cut -d' ' -f1
 }
 
 # is_clean DIR: true when the git tree at DIR has no changes and no untracked files.
@@ -71,13 +86,25 @@ is_clean() {
 	[[ -z $(git -C "$1" status --porcelain --untracked-files=normal) ]]
 }
 
+# unexported: print what build/sglang holds that patches/ does not: uncommitted
+# edits, and commits that neither 'make apply' nor 'make refresh' recorded.
+unexported() {
+	local stamped pristine
+	git -C "$PIN_TREE" status --short --untracked-files=normal
+	pristine=$(git -C "$PIN_TREE" rev-parse --verify --quiet "$PIN_TAG^{commit}") || return 0
+	stamped=$(cut -s -d' ' -f2 "$PIN_STAMP" 2>/dev/null) || true
+	git -C "$PIN_TREE" rev-parse --verify --quiet "${stamped:-none}^{commit}" >/dev/null || stamped=$pristine
+	git -C "$PIN_TREE" log --format='commit %h %s' HEAD --not "$stamped" "$pristine"
+}
+
 # with_lock FILE CMD...: run CMD holding an exclusive lock on FILE.
+# (Its variable is _lock_file: bash's dynamic scope would show a 'file' to CMD.)
 with_lock() {
-	local file=$1
+	local _lock_file=$1
 	shift
-	mkdir -p "$(dirname "$file")"
-	exec 9>"$file"
-	flock 9 || die "could not lock $file"
+	writable_dir "$(dirname "$_lock_file")"
+	{ exec 9>"$_lock_file"; } 2>/dev/null || die "cannot write the lock file $_lock_file (a read-only checkout?)"
+	flock 9 || die "could not lock $_lock_file"
 	"$@"
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the test environment at $VENV from the package registry (pinned versions),
 # or offline from the wheels in $WHEELHOUSE on top of the machine's own torch
-# (the lent GPU machine: no network, torch and triton already installed).
+# (an air-gapped GPU host with its own CUDA torch and triton; docs/gpu-offline.md).
 # Reuses an existing environment only when it was built from the same requirements.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -23,7 +23,14 @@ if [[ -x $VENV/bin/python && $(cat "$stamp" 2>/dev/null) == "$wanted" ]]; then
 	note "environment $VENV is up to date"
 	exit 0
 fi
+# Only our own .venv is ever rebuilt; an environment given by VENV=... is used as it is.
+if [[ -e $VENV && $(realpath -m "$VENV") != "$ROOT/.venv" ]]; then
+	[[ -x $VENV/bin/python ]] || die "VENV $VENV has no bin/python this user can run; pass a virtual environment, or leave VENV unset to build .venv"
+	note "using $VENV as it is (not built from $requirements by this checkout; it is left alone)"
+	exit 0
+fi
 
+writable_dir "$(dirname "$VENV")"
 rm -rf "$VENV"
 if [[ -n $WHEELHOUSE ]]; then
 	note "building $VENV offline from $WHEELHOUSE on top of $PYTHON's torch"
@@ -37,10 +44,11 @@ if sys.prefix != sys.base_prefix:
 	"$VENV/bin/pip" install --quiet --no-index --find-links "$WHEELHOUSE" -r "$requirements" ||
 		die "offline install from $WHEELHOUSE failed; rebuild it with 'make gpu-wheels'"
 else
-	note "building $VENV from the package registry ($requirements)"
-	"$PYTHON" -m venv "$VENV"
+	note "building $VENV from the package registry ($requirements): about 5 GB, 3-4 minutes the first time"
+	"$PYTHON" -m venv "$VENV" || die "$PYTHON -m venv failed; install Python's venv module (Debian/Ubuntu: apt-get install python3-venv)"
 	"$VENV/bin/pip" install --quiet --upgrade pip >/dev/null
-	"$VENV/bin/pip" install --quiet -r "$requirements" ||
+	# Not --quiet: pip's lines (Collecting, Downloading, Installing) are the progress.
+	"$VENV/bin/pip" install --progress-bar off -r "$requirements" >&2 ||
 		die "installing $requirements into $VENV failed (is the package registry reachable?)"
 fi
 echo "$wanted" >"$stamp"

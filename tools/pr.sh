@@ -31,7 +31,6 @@ git -C "$clone" var GIT_COMMITTER_IDENT >/dev/null 2>&1 ||
 	die "git in $clone has no committer identity; set one (git -C $clone config user.name ...; git -C $clone config user.email ...)"
 
 load_series
-[[ ${#SERIES[@]} -gt 0 ]] || die "patches/series lists no patches"
 patches=("${SERIES[@]}")
 work=$(mktemp -d)
 # On failure, put the clone back: abort the am, return to the original branch, drop ours.

@@ -10,7 +10,6 @@ source "$(dirname "$0")/lib.sh"
 [[ $# -eq 0 ]] || die "usage: $0 > series.python-root"
 
 load_series
-[[ ${#SERIES[@]} -gt 0 ]] || die "patches/series lists no patches"
 echo "# For trees rooted at sglang's python/ directory: patch -p2 (quilt format)."
 for patch in "${SERIES[@]}"; do
 	name=$(basename "$patch")

@@ -8,34 +8,41 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-UPSTREAM_CACHE=${UPSTREAM_CACHE:-$ROOT/.cache/upstream}
+UPSTREAM_CACHE=$ROOT/.cache/upstream
 [[ $# -eq 1 && -n $1 ]] || die "usage: make rebase UPSTREAM=<sglang version, e.g. 0.5.13 | path to an sglang clone | path to a wheel>"
 upstream=$1
 
 # fetch_release VERSION: the release's wheel, downloaded once into the cache.
 # Not the pin, so nothing to verify against; the report prints its sha256.
 fetch_release() {
-	local version=$1 cache=$UPSTREAM_CACHE/$1 tmp wheel
+	local version=$1 cache=$UPSTREAM_CACHE/$1 tmp wheel newest
 	wheel=$(find "$cache" -maxdepth 1 -name "sglang-$version-*.whl" 2>/dev/null | sort | head -1)
 	if [[ -n $wheel ]]; then
 		note "sglang $version: $(basename "$wheel") (cached)"
 		echo "$wheel"
 		return
 	fi
-	mkdir -p "$cache"
+	writable_dir "$UPSTREAM_CACHE"
 	# A private directory, moved into place only when complete: no half download is ever cached.
-	tmp=$(mktemp -d "$cache/.download.XXXXXX")
+	tmp=$(mktemp -d "$UPSTREAM_CACHE/.download.XXXXXX")
+	# (This runs in $(...), a subshell: these traps are its own.)
+	# shellcheck disable=SC2064 # $tmp is fixed now
+	trap "rm -rf '$tmp'" EXIT
+	trap 'die "interrupted while downloading sglang $version; nothing was cached"' INT TERM
 	note "sglang $version: downloading from the package registry"
 	if ! python3 -m pip download --quiet --no-deps --only-binary=:all: \
 		--python-version "$(lock_value python_version)" --platform "$(lock_value platform)" \
-		--dest "$tmp" "sglang==$version" >&2; then
-		rm -rf "$tmp"
-		die "could not download sglang==$version (no network, or no such release?); pass the path of an sglang clone instead"
+		--dest "$tmp" "sglang==$version" >"$tmp/pip.log" 2>&1; then
+		if grep -q 'No matching distribution' "$tmp/pip.log"; then
+			newest=$(sed -n 's/.*(from versions: \(.*\)).*/\1/p' "$tmp/pip.log" | tr -d ' ' | tr ',' '\n' | tail -1)
+			die "sglang $version is not on the package registry (newest there: ${newest:-none}, or no network); pass a version it has or the path of an sglang clone"
+		fi
+		die "could not download sglang==$version: $(grep -i error "$tmp/pip.log" | tail -1); pass the path of an sglang clone instead"
 	fi
 	wheel=$(find "$tmp" -maxdepth 1 -name "sglang-$version-*.whl" | head -1)
-	[[ -n $wheel ]] || die "the registry served no sglang-$version wheel into $tmp"
+	[[ -n $wheel ]] || die "the registry served no sglang-$version wheel for $(lock_value platform)"
+	mkdir -p "$cache"
 	mv "$wheel" "$cache/"
-	rm -rf "$tmp"
 	echo "$cache/$(basename "$wheel")"
 }
 
@@ -62,13 +69,12 @@ fi
 if [[ -n $wheel ]]; then
 	tree=$work/sglang
 	# Laid out as upstream's repo, like the pin; the tag only names the temporary tree.
-	PIN_TAG=upstream "$ROOT/tools/unpack_pin.sh" "$wheel" "$tree" >&2
+	"$ROOT/tools/unpack_pin.sh" "$wheel" "$tree" upstream >&2
 	name="sglang $(sed -n 's/^sglang-\([^-]*\)-.*/\1/p' <<<"$(basename "$wheel")")"
 	source_text="$(basename "$wheel") from $origin, sha256 $(sha256sum "$wheel" | cut -d' ' -f1) (not verified: it is not the pin)"
 fi
 
 load_series
-[[ ${#SERIES[@]} -gt 0 ]] || die "patches/series lists no patches"
 patches=("${SERIES[@]}")
 python3 "$ROOT/tools/rebase_report.py" --target "$tree" --name "$name" --source "$source_text" \
 	--command "make rebase UPSTREAM=$upstream" "${patches[@]}"

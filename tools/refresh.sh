@@ -34,4 +34,4 @@ cp "$tmp"/*.patch "$PATCHES_DIR/"
 "$ROOT/tools/mirror.sh" update "$PIN_TREE"
 note "refreshed $count patches and the mirror from $PIN_TREE"
 # The exported series is exactly this tree: record it, so 'make apply' stays a no-op.
-echo "$(series_digest) $(git -C "$PIN_TREE" rev-parse HEAD)" >"$PIN_TREE/.git/moe-lora-info-applied"
+echo "$(build_digest) $(git -C "$PIN_TREE" rev-parse HEAD)" >"$PIN_STAMP"

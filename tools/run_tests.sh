@@ -2,15 +2,36 @@
 # Run the registered tests of the patched tree, then our own tests, with $VENV.
 # CUDA when a GPU is visible (compiled Triton kernels), else the CPU with
 # Triton's interpreter (TRITON_INTERPRET=1) running the same kernels.
+# The tree under test (SGLANG_DIR, by default build/sglang) is only read:
+# bytecode and Triton's cache go to build/.
+#   tools/run_tests.sh [PYTEST_ARGS...]
+#   tools/run_tests.sh --tooling [PYTEST_ARGS...]   tests/tooling only (make check)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 VENV=${VENV:-$ROOT/.venv}
 SGLANG_DIR=${SGLANG_DIR:-$PIN_TREE}
 python=$(realpath -m "$VENV")/bin/python
+# make passes its command line (SGLANG_DIR=...) to child makes through MAKEFLAGS:
+# the tooling tests run make on their own copies and must not inherit it.
+unset MAKEFLAGS MFLAGS MAKELEVEL MAKEOVERRIDES
+writable_dir "$BUILD_DIR"
+export PYTHONPYCACHEPREFIX=$BUILD_DIR/pycache TRITON_CACHE_DIR=$BUILD_DIR/triton-cache
 
+if [[ ${1:-} == --tooling ]]; then
+	shift
+	[[ -x $python ]] || die "no test environment at $VENV; run 'make venv'"
+	cd "$ROOT"
+	exec "$python" -m pytest -p no:cacheprovider -q "$ROOT/tests/tooling" "$@"
+fi
+
+if [[ ! -d $SGLANG_DIR ]]; then
+	[[ $SGLANG_DIR == "$PIN_TREE" ]] && die "$PIN_TREE not found; run 'make apply' first"
+	die "SGLANG_DIR $SGLANG_DIR does not exist; pass the root of a patched sglang clone"
+fi
+SGLANG_DIR=$(cd "$SGLANG_DIR" && pwd)
+[[ -d $SGLANG_DIR/python/sglang ]] || die "$SGLANG_DIR has no python/sglang/; pass the root of an sglang clone (patched with 'make apply SGLANG_DIR=...')"
 [[ -x $python ]] || die "no test environment at $VENV; run 'make test' (it builds one)"
-[[ -d $SGLANG_DIR/python/sglang ]] || die "$SGLANG_DIR/python/sglang not found; run 'make apply' first"
 export PYTHONPATH=$SGLANG_DIR/python${PYTHONPATH:+:$PYTHONPATH}
 export SGLANG_DIR
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Unpack the pinned wheel into DEST as a git repository laid out like upstream's
-# (python/sglang/...), with the pristine release as its first commit, tagged.
+# (python/sglang/...), with the pristine release as its first commit, tagged TAG
+# (the pin's tag by default).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-[[ $# -eq 2 ]] || die "usage: $0 PIN_WHEEL DEST"
+[[ $# -eq 2 || $# -eq 3 ]] || die "usage: $0 PIN_WHEEL DEST [TAG]"
 wheel=$1
 dest=$2
+tag=${3:-$PIN_TAG}
 [[ ! -e $dest ]] || die "$dest already exists"
 
 mkdir -p "$dest/python"
@@ -31,4 +33,4 @@ git -C "$dest" add --all
 # The release named by the wheel itself (make rebase unpacks newer ones too).
 version=$(basename "$wheel" | cut -d- -f2)
 pristine_git -C "$dest" commit --quiet --message "sglang $version (pristine, from $(basename "$wheel"))"
-pristine_git -C "$dest" tag "$PIN_TAG"
+pristine_git -C "$dest" tag "$tag"

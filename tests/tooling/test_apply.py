@@ -1,4 +1,4 @@
-"""Tests of `make apply` and the tooling around it (issue 2).
+"""Tests of `make apply` and the tooling around it (issues 2 and 8).
 
 Every failure path must stop with a message naming the cause and leave no
 half-patched tree; every success path must leave a clean, reproducible tree.
@@ -9,11 +9,12 @@ import hashlib
 import re
 import shutil
 import zipfile
+from pathlib import Path
 
 import pytest
-from conftest import PIN_FILE, ROOT, SKIP_DIRS, _seed_cache, run
+from conftest import PIN_FILE, PIN_TAG, PYTHON, ROOT, copy_project, run
 
-TAG = "v0.5.12"
+TAG = PIN_TAG
 SERIES = [
     line.split()[0]
     for line in (ROOT / "patches" / "series").read_text().splitlines()
@@ -68,15 +69,6 @@ def make_apply(project, env=None, sglang_dir=None):
     return run(cmd, cwd=project, env=env)
 
 
-def copy_project(dest):
-    """Like conftest's `project`, for fixtures with a wider scope."""
-    shutil.copytree(
-        ROOT, dest, ignore=lambda d, names: [n for n in names if n in SKIP_DIRS]
-    )
-    _seed_cache(dest / ".cache" / "pin")
-    return dest
-
-
 def snapshot(root, *subdirs):
     """Every file under ROOT/SUBDIR as {relative path: bytes}."""
     files = {}
@@ -107,17 +99,28 @@ def blob_sha1(data):
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-def break_third_patch(patches, tmp_path):
-    """A copy of PATCHES whose 3rd patch has a context line upstream lacks."""
-    broken = tmp_path / "broken-patches"
-    shutil.copytree(patches, broken)
-    patch = broken / THIRD
+def break_third_patch(project):
+    """Give PROJECT's 3rd patch a context line upstream lacks."""
+    patch = project / "patches" / THIRD
     lines = patch.read_text().splitlines(keepends=True)
     hunk = next(i for i, x in enumerate(lines) if x.startswith("@@"))
     ctx = next(i for i in range(hunk + 1, len(lines)) if lines[i].startswith(" "))
-    lines[ctx] = " # this context line is not in sglang 0.5.12\n"
+    lines[ctx] = " # this context line is not in the pinned sglang\n"
     patch.write_text("".join(lines))
-    return broken
+
+
+def tree_bytes(root):
+    """Every file under ROOT, .git included, as {relative path: (mode, bytes)}."""
+    return {
+        str(p.relative_to(root)): (p.stat().st_mode, p.read_bytes())
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
+
+
+def last_line(result):
+    lines = [x for x in result.stderr.splitlines() if x and not x.startswith("make")]
+    return lines[-1] if lines else ""
 
 
 # --- fixtures ----------------------------------------------------------------
@@ -128,6 +131,7 @@ def applied(tmp_path_factory):
     """A project copy after one `make apply`; tests using it must not mutate it."""
     project = copy_project(tmp_path_factory.mktemp("applied") / "project")
     result = make_apply(project)
+    assert result.returncode == 0, output(result)
     return project, result
 
 
@@ -154,8 +158,14 @@ def pristine_clone(applied, tmp_path):
 
 
 @pytest.fixture
-def broken_patches(applied, tmp_path):
-    return break_third_patch(applied[0] / "patches", tmp_path)
+def patched_clone(applied, pristine_clone):
+    """The pristine clone after `make apply SGLANG_DIR=` (working tree only)."""
+    run(
+        ["make", "-C", str(applied[0]), "apply", f"SGLANG_DIR={pristine_clone}"],
+        cwd=applied[0],
+        check=True,
+    )
+    return pristine_clone
 
 
 # --- 1, 2: a good apply, and applying again ----------------------------------
@@ -219,16 +229,44 @@ def test_apply_again_is_a_noop_that_says_so(applied):
 # --- 3: hash mismatch --------------------------------------------------------
 
 
-def test_wrong_sha256_in_lock_is_refused(project, tmp_path):
-    lock = tmp_path / "upstream.lock"
-    real = (project / "upstream.lock").read_text()
+def wrong_sha256(project):
+    lock = project / "upstream.lock"
+    real = lock.read_text()
     wrong = re.sub(r"^sha256=.*$", "sha256=" + "0" * 64, real, flags=re.M)
     assert wrong != real
     lock.write_text(wrong)
-    result = make_apply(project, env={"LOCK_FILE": str(lock)})
+
+
+def test_wrong_sha256_in_lock_is_blamed_on_the_lock(project):
+    wrong_sha256(project)
+    result = make_apply(project)
     assert_fails(result, "sha256", PIN_FILE)
-    assert re.search(r"mismatch|does not match", output(result))
+    # The cached file is intact: the lock is at fault, and deleting the cache would not help.
+    assert "upstream.lock is wrong" in last_line(result), output(result)
+    assert "delete" not in output(result)
+    assert (project / ".cache" / "pin" / PIN_FILE).exists()
     assert_no_tree(project)
+
+
+def test_changed_lock_after_a_build_is_noticed(applied_copy):
+    tree = applied_copy / "build" / "sglang"
+    before = head(tree)
+    # A change that keeps the pin: the tree is built again, to the same result.
+    lock = applied_copy / "upstream.lock"
+    lock.write_text(lock.read_text() + "# a comment\n")
+    result = make_apply(applied_copy)
+    assert result.returncode == 0, output(result)
+    assert "upstream.lock or patches/ changed" in output(result)
+    assert "nothing to do" not in output(result)
+    assert git(tree, "rev-parse", "HEAD^{tree}") == git(
+        tree, "rev-parse", f"{before}^{{tree}}"
+    )
+    # A wrong pin: refused, and the existing tree is kept as it was.
+    wrong_sha256(applied_copy)
+    result = make_apply(applied_copy)
+    assert_fails(result, "upstream.lock is wrong")
+    assert "nothing to do" not in output(result)
+    assert porcelain(tree) == ""
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
@@ -242,7 +280,7 @@ def test_corrupt_cached_pin_is_refused(project, damage):
     pin.write_bytes(bytes(data))
     result = make_apply(project)
     assert_fails(result, "sha256", PIN_FILE)
-    assert re.search(r"mismatch|does not match", output(result))
+    assert "is corrupt" in last_line(result) and "delete it" in last_line(result)
     # The corrupt file was not used: nothing unpacked, nothing applied.
     assert "applied 0001" not in output(result)
     assert_no_tree(project)
@@ -251,52 +289,47 @@ def test_corrupt_cached_pin_is_refused(project, damage):
 # --- 4: a patch that does not apply ------------------------------------------
 
 
-def test_broken_patch_fresh_leaves_no_tree(project, broken_patches):
-    result = make_apply(project, env={"PATCHES_DIR": str(broken_patches)})
+def test_broken_patch_fresh_leaves_no_tree(project):
+    break_third_patch(project)
+    result = make_apply(project)
     assert_fails(result, THIRD, "does not apply")
     assert "series applied" not in output(result)
     assert_no_tree(project)
 
 
-def test_broken_patch_keeps_existing_build_as_it_was(applied_copy, broken_patches):
+def test_broken_patch_keeps_existing_build_as_it_was(applied_copy):
     tree = applied_copy / "build" / "sglang"
     before = head(tree)
     files = snapshot(tree, "python", "test")
-    result = make_apply(applied_copy, env={"PATCHES_DIR": str(broken_patches)})
+    good = (applied_copy / "patches" / THIRD).read_text()
+    break_third_patch(applied_copy)
+    result = make_apply(applied_copy)
     assert_fails(result, THIRD, "does not apply")
     assert head(tree) == before
     assert porcelain(tree) == ""
     assert snapshot(tree, "python", "test") == files
     assert [p.name for p in tree.parent.iterdir() if p.name != ".lock"] == ["sglang"]
     # The good series still counts as applied afterwards.
+    (applied_copy / "patches" / THIRD).write_text(good)
     again = make_apply(applied_copy)
     assert again.returncode == 0, output(again)
     assert "nothing to do" in output(again)
 
 
-def test_broken_patch_leaves_clone_untouched(applied, pristine_clone, broken_patches):
-    project = applied[0]
-    before = head(pristine_clone)
-    result = run(
-        ["./apply.sh", str(pristine_clone)],
-        cwd=project,
-        env={"PATCHES_DIR": str(broken_patches)},
-    )
+def test_broken_patch_leaves_clone_untouched(applied_copy, pristine_clone):
+    break_third_patch(applied_copy)
+    before = tree_bytes(pristine_clone)
+    result = run(["./apply.sh", str(pristine_clone)], cwd=applied_copy)
     assert_fails(result, THIRD, "does not apply")
-    assert head(pristine_clone) == before
-    assert porcelain(pristine_clone) == ""
+    assert tree_bytes(pristine_clone) == before
 
 
-def test_missing_patch_file_leaves_clone_untouched(applied, pristine_clone, tmp_path):
+def test_missing_patch_file_leaves_clone_untouched(applied_copy, pristine_clone):
     # A series naming a patch that is not there must stop before any patch
     # touches the tree, like one that does not apply.
-    patches = tmp_path / "patches"
-    shutil.copytree(applied[0] / "patches", patches)
-    (patches / THIRD).unlink()
+    (applied_copy / "patches" / THIRD).unlink()
     before = head(pristine_clone)
-    result = make_apply(
-        applied[0], env={"PATCHES_DIR": str(patches)}, sglang_dir=pristine_clone
-    )
+    result = make_apply(applied_copy, sglang_dir=pristine_clone)
     assert_fails(result, THIRD, "does not exist")
     assert "series applied" not in output(result)
     assert head(pristine_clone) == before
@@ -347,7 +380,9 @@ def test_dirty_clone_is_refused_and_untouched(applied, pristine_clone, change):
     assert git(pristine_clone, "diff") == diff
 
 
-def test_clean_clone_gets_the_series_then_refuses_a_second_run(applied, pristine_clone):
+def test_clean_clone_gets_the_series_and_a_second_run_does_nothing(
+    applied, pristine_clone
+):
     project = applied[0]
     before = head(pristine_clone)
     result = make_apply(project, sglang_dir=pristine_clone)
@@ -364,22 +399,89 @@ def test_clean_clone_gets_the_series_then_refuses_a_second_run(applied, pristine
         assert (pristine_clone / path).read_bytes() == (project / path).read_bytes()
     diff = git(pristine_clone, "diff")
 
-    # Now patched and dirty: a second run must not apply anything twice.
+    # Now patched: a second run recognises the series and changes nothing at all.
+    files = tree_bytes(pristine_clone)
     again = make_apply(project, sglang_dir=pristine_clone)
-    assert_fails(again, "uncommitted changes")
+    assert again.returncode == 0, output(again)
+    assert "already has the series in its working tree; nothing to do" in output(again)
+    assert "uncommitted" not in output(again)
     assert git(pristine_clone, "diff") == diff
-    assert head(pristine_clone) == before
+    assert tree_bytes(pristine_clone) == files
 
 
-def test_clone_with_committed_series_says_already_applied(applied, tmp_path):
+def test_clone_with_the_series_and_an_edit_is_refused(applied, patched_clone):
+    path = patched_clone / LORA_UTILS
+    path.write_text(path.read_text() + "# mine\n")
+    files = tree_bytes(patched_clone)
+    result = make_apply(applied[0], sglang_dir=patched_clone)
+    assert_fails(result, "uncommitted changes")
+    assert tree_bytes(patched_clone) == files
+
+
+def test_clone_with_committed_series_does_nothing(applied, tmp_path):
     clone = tmp_path / "patched"
     tree = applied[0] / "build" / "sglang"
     run(["git", "clone", "-q", str(tree), str(clone)], cwd=tmp_path, check=True)
-    before = head(clone)
+    files = tree_bytes(clone)
     result = make_apply(applied[0], sglang_dir=clone)
-    assert_fails(result, "already applied")
-    assert head(clone) == before
-    assert porcelain(clone) == ""
+    assert result.returncode == 0, output(result)
+    assert "already has the series committed; nothing to do" in output(result)
+    assert tree_bytes(clone) == files
+
+
+def test_a_subdirectory_of_a_clone_is_refused(applied, pristine_clone):
+    # git apply run from python/ would skip test/ and report success.
+    files = tree_bytes(pristine_clone)
+    result = make_apply(applied[0], sglang_dir=pristine_clone / "python")
+    assert_fails(result, "not the root of its repository", str(pristine_clone))
+    assert "series applied" not in output(result)
+    assert tree_bytes(pristine_clone) == files
+
+
+# --- 5b: nothing reaches a user's clone by the back door ---------------------
+
+
+def test_makeflags_of_an_outer_make_do_not_reach_a_tests_make(
+    applied, pristine_clone, tmp_path, monkeypatch
+):
+    # make test SGLANG_DIR=clone: the outer make hands SGLANG_DIR to every make
+    # the tests start, through MAKEFLAGS, unless the tests drop it.
+    project = copy_project(tmp_path / "project")
+    files = tree_bytes(pristine_clone)
+    monkeypatch.setenv("MAKEFLAGS", f" -- SGLANG_DIR={pristine_clone}")
+    monkeypatch.setenv("MAKELEVEL", "1")
+    monkeypatch.setenv("SGLANG_DIR", str(pristine_clone))
+    result = run(["make", "apply"], cwd=project)
+    assert result.returncode == 0, output(result)
+    assert (project / "build" / "sglang").is_dir()
+    assert tree_bytes(pristine_clone) == files
+
+
+def test_sglang_dir_in_the_environment_is_not_a_target(project, pristine_clone):
+    files = tree_bytes(pristine_clone)
+    result = run(
+        ["make", "apply"], cwd=project, env={"SGLANG_DIR": str(pristine_clone)}
+    )
+    assert result.returncode == 0, output(result)
+    assert (project / "build" / "sglang").is_dir()
+    assert tree_bytes(pristine_clone) == files
+
+
+def test_running_the_tests_on_a_clone_leaves_it_byte_for_byte(
+    applied_copy, patched_clone
+):
+    # make test SGLANG_DIR=clone imports sglang from the clone: no bytecode, no
+    # cache may land there. Collecting imports every test module, as a run does.
+    files = tree_bytes(patched_clone)
+    result = run(
+        ["tools/run_tests.sh", "--collect-only", "-q"],
+        cwd=applied_copy,
+        env={"SGLANG_DIR": str(patched_clone), "VENV": str(Path(PYTHON).parents[1])},
+    )
+    assert result.returncode == 0, output(result)
+    assert "registered tests: test/registered/lora/" in result.stderr
+    assert "tests/sglang/" in result.stdout
+    assert tree_bytes(patched_clone) == files
 
 
 # --- 6: no network, empty cache ----------------------------------------------
@@ -391,8 +493,8 @@ def test_offline_with_empty_cache_fails_clearly(project):
     result = make_apply(project)
     assert_fails(result, "download", "registry")
     assert not (cache / PIN_FILE).exists()
-    # No partial download left behind either.
-    assert [p for p in cache.rglob("*") if p.is_file()] == []
+    # No partial download left behind either (the lock file is no download).
+    assert [p.name for p in cache.rglob("*") if p.is_file()] == [".lock"]
     assert_no_tree(project)
 
 
@@ -427,9 +529,8 @@ def collect(project, test_root):
     tree = project / "build" / "sglang"
     # No bytecode: the shared applied tree must stay as `make apply` left it.
     env = {"PYTHONPATH": str(tree / "python"), "PYTHONDONTWRITEBYTECODE": "1"}
-    python = ROOT / ".venv" / "bin" / "python"
     script = project / "tools" / "collect_registered.py"
-    return run([str(python), str(script), str(test_root)], cwd=tree, env=env)
+    return run([PYTHON, str(script), str(test_root)], cwd=tree, env=env)
 
 
 def test_collect_registered_lists_the_moe_lora_test(applied):
@@ -456,9 +557,8 @@ def test_bytecode_from_running_tests_does_not_dirty_build(applied_copy):
     # local change: apply must stay a no-op and the mirror check must pass.
     # compileall writes the same files as an import, without its 10 s.
     tree = applied_copy / "build" / "sglang"
-    python = ROOT / ".venv" / "bin" / "python"
     compiled = run(
-        [str(python), "-m", "compileall", "-q", "python/sglang/srt/lora"],
+        [PYTHON, "-m", "compileall", "-q", "python/sglang/srt/lora"],
         cwd=tree,
         env={"PYTHONDONTWRITEBYTECODE": ""},
     )
@@ -469,3 +569,139 @@ def test_bytecode_from_running_tests_does_not_dirty_build(applied_copy):
     assert "nothing to do" in output(again)
     check = run(["tools/mirror.sh", "check", "build/sglang"], cwd=applied_copy)
     assert check.returncode == 0, output(check)
+
+
+# --- 9: unapply keeps unexported work ----------------------------------------
+
+
+def make_unapply(project, *args):
+    return run(["make", "-C", str(project), "unapply", *args], cwd=project)
+
+
+@pytest.mark.parametrize("work", ["commit", "edit", "untracked"])
+def test_unapply_refuses_to_lose_unexported_work(applied_copy, work):
+    tree = applied_copy / "build" / "sglang"
+    edited = tree / LORA_UTILS
+    if work == "untracked":
+        (tree / "notes.txt").write_text("mine\n")
+    else:
+        edited.write_text(edited.read_text() + "# a local change\n")
+    if work == "commit":
+        git(tree, "commit", "-q", "-am", "a local change")
+    before = (head(tree), tree_bytes(tree))
+    result = make_unapply(applied_copy)
+    assert_fails(result, "make refresh", "FORCE=1")
+    # It says what would be lost.
+    lost = (
+        "a local change"
+        if work == "commit"
+        else ("notes.txt" if work == "untracked" else LORA_UTILS)
+    )
+    assert lost in result.stderr
+    assert (head(tree), tree_bytes(tree)) == before
+    # make apply refuses the same way rather than replacing the tree.
+    assert_fails(make_apply(applied_copy), "make refresh")
+    assert (head(tree), tree_bytes(tree)) == before
+
+    forced = make_unapply(applied_copy, "FORCE=1")
+    assert forced.returncode == 0, output(forced)
+    assert head(tree) == git(tree, "rev-parse", f"{TAG}^{{commit}}")
+    assert porcelain(tree) == ""
+
+
+def test_unapply_after_refresh_needs_no_force(applied_copy):
+    tree = applied_copy / "build" / "sglang"
+    edited = tree / LORA_UTILS
+    edited.write_text(edited.read_text() + "# a local change\n")
+    git(tree, "commit", "-q", "--amend", "--no-edit", "-a")
+    run(["make", "-C", str(applied_copy), "refresh"], cwd=applied_copy, check=True)
+    result = make_unapply(applied_copy)
+    assert result.returncode == 0, output(result)
+
+
+# --- 10: interrupted runs and failure paths, each one line --------------------
+
+
+def test_a_killed_apply_leaves_nothing_behind(applied_copy):
+    # What a SIGKILL during the build leaves: the scratch tree, 46 MB.
+    build = applied_copy / "build"
+    (build / ".sglang.new.abc123" / "sglang").mkdir(parents=True)
+    (build / ".sglang.new.abc123" / "sglang" / "big").write_bytes(b"x" * 1000)
+    result = make_apply(applied_copy)
+    assert result.returncode == 0, output(result)
+    assert not list(build.glob(".sglang.*"))
+
+
+def test_ctrl_c_during_the_download_says_so(project, tmp_path):
+    import os
+    import signal
+    import subprocess
+
+    from conftest import clean_env
+
+    (project / ".cache" / "pin" / PIN_FILE).unlink()
+    # A python3 whose pip hangs, as a slow download does.
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    real = shutil.which("python3")
+    (shims / "python3").write_text(
+        f'#!/bin/sh\n[ "$1 $2" = "-m pip" ] && exec sleep 60\nexec {real} "$@"\n'
+    )
+    (shims / "python3").chmod(0o755)
+    env = clean_env({"PATH": f"{shims}:{os.environ['PATH']}"})
+    proc = subprocess.Popen(
+        ["make", "apply"],
+        cwd=project,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "downloading" in line:
+            break
+    os.killpg(proc.pid, signal.SIGINT)
+    rest = proc.stderr.read()
+    proc.wait(timeout=60)
+    text = "".join(seen) + rest
+    assert proc.returncode != 0
+    assert "interrupted" in text, text
+    assert "no network" not in text
+    assert not list((project / ".cache" / "pin").iterdir()) or [
+        p.name for p in (project / ".cache" / "pin").iterdir()
+    ] == [".lock"]
+    assert_no_tree(project)
+
+
+def test_tests_on_a_missing_tree_name_it(project):
+    venv = str(Path(PYTHON).parents[1])
+    result = run(
+        ["tools/run_tests.sh"],
+        cwd=project,
+        env={"SGLANG_DIR": "/nonexistent", "VENV": venv},
+    )
+    assert_fails(result, "/nonexistent does not exist")
+    assert "make apply" not in result.stderr
+    result = run(["tools/run_tests.sh"], cwd=project, env={"VENV": venv})
+    assert_fails(result, "run 'make apply' first")
+
+
+@pytest.mark.parametrize("how", ["build-is-a-file", "read-only"])
+def test_a_checkout_it_cannot_write_to_is_one_clear_line(project, how):
+    import os
+
+    if how == "read-only":
+        if os.geteuid() == 0:
+            pytest.skip("root writes to read-only directories")
+        project.chmod(0o555)
+    else:
+        (project / "build").write_text("")
+    try:
+        result = make_apply(project)
+    finally:
+        project.chmod(0o755)
+    assert result.returncode != 0
+    assert last_line(result).startswith("error: cannot write to"), result.stderr
+    assert "read-only" in last_line(result)
