@@ -53,6 +53,9 @@ fetch() {
 	[[ $actual == "$sha256" ]] ||
 		die "the registry's $file has sha256 $actual, but upstream.lock says $sha256; refusing it (check sha256= in upstream.lock)"
 	mv "$tmp/$file" "$pin"
+	# Now, while tmp is in scope: the EXIT trap would run after this function returned.
+	rm -rf "$tmp"
+	trap - EXIT INT TERM
 	note "pin: $file (downloaded, sha256 verified)"
 	echo "$pin"
 }

@@ -623,6 +623,20 @@ def test_an_interrupted_download_never_passes_as_the_pin(project):
     run(["make", "apply"], project, check=True)
 
 
+def test_a_fresh_download_becomes_the_pin(project, tmp_path):
+    # The registry here: a directory holding the release's wheel.
+    cache = project / ".cache" / "pin"
+    index = tmp_path / "index"
+    index.mkdir()
+    (cache / PIN_FILE).rename(index / PIN_FILE)
+    result = run(["make", "apply"], project, env={"PIP_FIND_LINKS": str(index)})
+    assert result.returncode == 0, result.stderr
+    assert "(downloaded, sha256 verified)" in result.stderr
+    assert (cache / PIN_FILE).read_bytes() == (index / PIN_FILE).read_bytes()
+    assert sorted(p.name for p in cache.iterdir()) == [".lock", PIN_FILE]
+    assert (project / "build" / "sglang" / "python" / "sglang").is_dir()
+
+
 def test_tests_that_need_quilt_are_skipped_without_it(project, tmp_path):
     # make test on a machine without quilt: skipped with the way to get it, not failed.
     bin_dir = tmp_path / "bin"
