@@ -25,93 +25,12 @@ KERNEL_SHA256=f275ce01010933c4ea655e832a05442b766ab8f23dcfd6ff678b15e295d42203
 "$PIP_PYTHON" -m pip --version >/dev/null 2>&1 || die "$PIP_PYTHON has no pip (set PIP_PYTHON)"
 mkdir -p "$WHEELS_DIR"
 
-# wheelhouse_py ARGS...: the wheelhouse helper below (reads requirements, inspects wheels).
-wheelhouse_py() {
+# trim_kernel WHEEL DIR LOCAL: repack WHEEL into DIR with its Python files and the SM90
+# ops library only, as version +LOCAL; prints the new wheel's name.
+trim_kernel() {
 	"$PIP_PYTHON" - "$@" <<'EOF'
 import base64, hashlib, re, sys, zipfile
 from pathlib import Path
-from pip._vendor.packaging.markers import default_environment
-from pip._vendor.packaging.requirements import Requirement
-from pip._vendor.packaging.version import Version
-
-def canon(name):
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-def pins(path):
-    """name -> version of the 'name==version' lines; '#machine: name==version' lines apart."""
-    wanted, machine = {}, {}
-    for line in Path(path).read_text().splitlines():
-        target = wanted
-        if line.startswith("#machine:"):
-            target, line = machine, line[len("#machine:"):]
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        m = re.fullmatch(r"([A-Za-z0-9._-]+)==([^\s;]+)", line)
-        if not m:
-            sys.exit(f"error: {path}: '{line}' is not an exact 'name==version' pin")
-        target[canon(m[1])] = m[2]
-    return wanted, machine
-
-def wheels(directory):
-    """canonical name -> (version, path) of every wheel in directory."""
-    found = {}
-    for path in sorted(Path(directory).glob("*.whl")):
-        name, version = path.name.split("-")[:2]
-        found.setdefault(canon(name), []).append((version, path))
-    return found
-
-def missing(req_file, directory):
-    """Print the pins without their wheel; delete the wheels no pin names."""
-    wanted, _ = pins(req_file)
-    for name, entries in wheels(directory).items():
-        for version, path in entries:
-            if wanted.get(name) is None or Version(wanted[name]) != Version(version):
-                print(f"==> removing {path.name}: not pinned in {req_file}", file=sys.stderr)
-                path.unlink()
-    have = wheels(directory)
-    for name, version in wanted.items():
-        if not any(Version(v) == Version(version) for v, _ in have.get(name, [])):
-            print(f"{name}=={version}")
-
-def check(req_file, directory):
-    """One wheel per pin, and every dependency met by the wheelhouse or the machine."""
-    wanted, machine = pins(req_file)
-    have = wheels(directory)
-    env = default_environment()
-    env.update(python_version="3.12", python_full_version="3.12.3", implementation_name="cpython",
-               platform_python_implementation="CPython", sys_platform="linux",
-               platform_system="Linux", platform_machine="x86_64", os_name="posix", extra="")
-    problems = []
-    for name, version in wanted.items():
-        entries = have.get(name, [])
-        if len(entries) != 1 or Version(entries[0][0]) != Version(version):
-            problems.append(f"{name}=={version}: wanted one wheel, found {[p.name for _, p in entries]}")
-    for name in have:
-        if name not in wanted:
-            problems.append(f"{name}: a wheel that no pin names")
-    provided = {n: v for n, v in machine.items()}
-    provided.update(wanted)
-    for name, entries in have.items():
-        for _, path in entries:
-            with zipfile.ZipFile(path) as z:
-                meta = next(n for n in z.namelist()
-                            if n.count("/") == 1 and n.endswith(".dist-info/METADATA"))
-                text = z.read(meta).decode()
-            for line in text.split("\n\n", 1)[0].splitlines():
-                if not line.startswith("Requires-Dist:"):
-                    continue
-                req = Requirement(line.split(":", 1)[1].strip())
-                if req.marker is not None and not req.marker.evaluate(env):
-                    continue
-                dep = canon(req.name)
-                if dep not in provided:
-                    problems.append(f"{path.name} needs {req}, which neither the wheelhouse "
-                                    f"nor the machine ('#machine:' lines) provides")
-                elif not req.specifier.contains(provided[dep], prereleases=True):
-                    problems.append(f"{path.name} needs {req}, but {dep}=={provided[dep]} is what it gets")
-    if problems:
-        sys.exit("error: wheelhouse check failed:\n  " + "\n  ".join(problems))
 
 def trim_kernel(src, dst_dir, local):
     """Repack the sglang-kernel wheel with its Python files and the SM90 ops library only."""
@@ -162,27 +81,15 @@ def trim_kernel(src, dst_dir, local):
     tmp.rename(dst)
     print(dst.name)
 
-def report(directory, max_mb):
-    total = 0
-    for path in sorted(Path(directory).glob("*.whl")):
-        size = path.stat().st_size
-        total += size
-        print(f"  {size / 1e6:7.2f} MB  {path.name}")
-    count = len(list(Path(directory).glob("*.whl")))
-    print(f"  {total / 1e6:7.2f} MB  total, {count} wheels ({total / 2**20:.2f} MiB) in {directory}")
-    if total > float(max_mb) * 1e6:
-        sys.exit(f"error: the wheelhouse is {total / 1e6:.2f} MB, over its {max_mb} MB budget "
-                 f"(it must travel to the GPU machine within 64 MiB with the rest of the tree)")
-
-cmd, *args = sys.argv[1:]
-{"missing": missing, "check": check, "trim": trim_kernel, "report": report}[cmd](*args)
+trim_kernel(*sys.argv[1:])
 EOF
 }
 
 # The registry's wheels: everything pinned but sglang-kernel, fetched for CPython 3.12 on
 # x86-64 Linux (glibc 2.39 there, so any manylinux tag up to 2_39), without dependencies:
-# requirements/gpu-offline.txt pins each one, and 'check' below proves the set closed.
-missing_out=$(wheelhouse_py missing "$REQUIREMENTS" "$WHEELS_DIR")
+# requirements/gpu-offline.txt pins each one, and 'check' below proves the set closed
+# (tools/e2e_wheels.py: the pins, the closure check and the sizes of both wheelhouses).
+missing_out=$("$PIP_PYTHON" "$ROOT/tools/e2e_wheels.py" missing "$REQUIREMENTS" "$WHEELS_DIR")
 missing=()
 [[ -z $missing_out ]] || mapfile -t missing <<<"$missing_out"
 registry=()
@@ -223,12 +130,12 @@ if [[ -n $kernel_pin ]]; then
 	[[ $actual == "$KERNEL_SHA256" ]] ||
 		die "$KERNEL_WHEEL has sha256 $actual, expected $KERNEL_SHA256"
 	note "trimming it to sgl_kernel's Python files, sm90/common_ops.abi3.so and triton_kernels"
-	trimmed=$(wheelhouse_py trim "$tmp/$KERNEL_WHEEL" "$WHEELS_DIR" "${version#*+}")
+	trimmed=$(trim_kernel "$tmp/$KERNEL_WHEEL" "$WHEELS_DIR" "${version#*+}")
 	rm -rf "$tmp"
 	trap - EXIT
 	note "wrote $trimmed"
 fi
 
-wheelhouse_py check "$REQUIREMENTS" "$WHEELS_DIR"
-wheelhouse_py report "$WHEELS_DIR" "$MAX_MB"
+"$PIP_PYTHON" "$ROOT/tools/e2e_wheels.py" check "$REQUIREMENTS" "$WHEELS_DIR" "$REQUIREMENTS"
+"$PIP_PYTHON" "$ROOT/tools/e2e_wheels.py" report "$WHEELS_DIR" "$MAX_MB"
 note "wheelhouse ready: one wheel per pin, every dependency met by it or by the machine"
