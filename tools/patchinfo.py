@@ -11,8 +11,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# DEP-3 fields that live in the trailer block of a git commit message.
-DEP3_TRAILERS = ("Origin", "Forwarded", "Last-Update", "Applied-Upstream", "Bug")
 _FIELD_RE = re.compile(r"^([A-Za-z][A-Za-z0-9-]*):[ \t]*(.*)$")
 _HUNK_RE = re.compile(r"^@@ -\d+(?:,(\d+))? \+\d+(?:,(\d+))? @@ ?(.*)$")
 _IDENT_RE = re.compile(r"\b[A-Za-z_][A-Za-z0-9_]*\b")
@@ -27,7 +25,6 @@ _NOT_NAMES = set(keyword.kwlist) | set(dir(builtins))
 class FileDiff:
     path: str  # the path the patch leaves, without the a/ b/ prefix
     old_path: str | None  # None for a new file
-    new_path: str | None  # None for a deleted file
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)  # the hunks' context lines
@@ -47,10 +44,6 @@ class Patch:
     body: str  # commit message body without the DEP-3 trailer block
     fields: dict[str, list[str]]  # header fields and DEP-3 trailers, unfolded
     files: list[FileDiff]
-
-    @property
-    def name(self) -> str:
-        return self.path.name
 
     @property
     def description(self) -> str:
@@ -74,35 +67,18 @@ def _unfold(lines: list[str]) -> dict[str, list[str]]:
     return fields
 
 
-def _split_header(lines: list[str]) -> tuple[list[str], list[str]]:
-    """Split a patch into its header and its diff."""
-    for i, line in enumerate(lines):
-        if line.startswith(("diff --git ", "Index: ")):
-            return lines[:i], lines[i:]
-        if line.startswith("--- ") and i + 1 < len(lines):
-            if lines[i + 1].startswith("+++ "):
-                return lines[:i], lines[i:]
-    return lines, []
-
-
 def _parse_message(header: list[str]) -> tuple[str, str, dict[str, list[str]]]:
-    """Subject, body and fields of a header (mbox from format-patch, or DEP-3)."""
-    if header and header[0].startswith("From ") and not _FIELD_RE.match(header[0]):
-        # git format-patch: mail headers, a blank line, the body, '---', diffstat.
-        end = header.index("") if "" in header else len(header)
-        fields = _unfold(header[1:end])
-        body_lines = header[end + 1 :]
-        if "---" in body_lines:
-            body_lines = body_lines[: body_lines.index("---")]
-        subject = (fields.get("Subject") or [""])[0]
-        subject = re.sub(r"^\[PATCH[^\]]*\]\s*", "", subject)
-    else:
-        # Plain DEP-3: the header paragraph is fields; Description continues.
-        end = header.index("") if "" in header else len(header)
-        fields = _unfold(header[:end])
-        body_lines = header[end + 1 :]
-        desc = (fields.get("Description") or fields.get("Subject") or [""])[0]
-        subject = desc
+    """Subject, body and fields of a header: git format-patch's mail (From line,
+    fields, a blank line, the body, '---', diffstat) or a plain DEP-3 paragraph."""
+    first = header[0] if header else ""
+    mbox = first.startswith("From ") and not _FIELD_RE.match(first)
+    end = header.index("") if "" in header else len(header)
+    fields = _unfold(header[1 if mbox else 0 : end])
+    body_lines = header[end + 1 :]
+    if "---" in body_lines:
+        body_lines = body_lines[: body_lines.index("---")]
+    subject = (fields.get("Subject") or fields.get("Description") or [""])[0]
+    subject = re.sub(r"^\[PATCH[^\]]*\]\s*", "", subject)
     # The last paragraph of the body is the trailer block when it is all fields.
     while body_lines and not body_lines[-1].strip():
         body_lines.pop()
@@ -140,7 +116,7 @@ def _parse_diff(lines: list[str]) -> list[FileDiff]:
         ):
             old, old_ok = _strip_prefix(line[4:])
             new, new_ok = _strip_prefix(lines[i + 1][4:])
-            current = FileDiff(path=new or old or "", old_path=old, new_path=new)
+            current = FileDiff(path=new or old or "", old_path=old)
             current.prefixed = old_ok and new_ok
             files.append(current)
             i += 2
@@ -175,9 +151,13 @@ def _parse_diff(lines: list[str]) -> list[FileDiff]:
 
 def read_patch(path: Path) -> Patch:
     text = Path(path).read_text(encoding="utf-8", errors="replace")
-    header, diff = _split_header(text.split("\n"))
-    subject, body, fields = _parse_message(header)
-    return Patch(Path(path), text, subject, body, fields, _parse_diff(diff))
+    lines = text.split("\n")
+    # git format-patch's diff starts at its first 'diff --git' line (make refresh).
+    start = next(
+        (i for i, x in enumerate(lines) if x.startswith("diff --git ")), len(lines)
+    )
+    subject, body, fields = _parse_message(lines[:start])
+    return Patch(Path(path), text, subject, body, fields, _parse_diff(lines[start:]))
 
 
 def code_lines(lines: list[str]) -> list[str]:
