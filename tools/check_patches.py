@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Validate patches/ the way a distro's patch validator would.
 
-  tools/check_patches.py [-v]
+  tools/check_patches.py
 
 Checks, reporting every problem before failing:
   - every entry of patches/series names an existing file, no entry twice;
@@ -19,7 +19,6 @@ Checks, reporting every problem before failing:
     reads as code (base_backend, lora_moe_runners), or a code name (snake_case
     or CamelCase identifier) that the patch adds or removes in that file or
     that heads one of the file's hunks (the class or def it changes).
-    -v prints which name covered each file.
 
 The series is read through tools/lib.sh (series_patches), the one parser.
 """
@@ -120,33 +119,27 @@ def describes(patch, diff) -> str | None:
     return named[0] if named else None
 
 
-def check_patch(path: Path, verbose: bool) -> list[str]:
-    raw = path.read_bytes()
-    if not raw.strip():
+def check_patch(patch) -> list[str]:
+    if not patch.text.strip():
         return ["is empty"]
     problems = []
-    if not raw.endswith(b"\n"):
+    if not patch.text.endswith("\n"):
         problems.append("does not end with a newline")
-    patch = read_patch(path)
     problems += check_dep3(patch)
     if not patch.files:
         problems.append("contains no diff")
     for diff in patch.files:
         if not diff.prefixed:
             problems.append(f"{diff.path}: paths lack the a/ b/ prefixes (-p1)")
-        name = describes(patch, diff)
-        if name is None:
+        if describes(patch, diff) is None:
             problems.append(
                 f"touches {diff.path}, which its description does not name "
                 "(by path, basename, module or a name it changes there)"
             )
-        elif verbose:
-            print(f"{path.name}: {diff.path} described as {name!r}")
     return problems
 
 
 def main() -> int:
-    verbose = "-v" in sys.argv[1:]
     problems: list[str] = []
     entries = series_entries()
     if not entries:
@@ -169,9 +162,8 @@ def main() -> int:
     by_diff: dict[str, str] = {}
     by_subject: dict[str, str] = {}
     for path in files:
-        own = [f"patches/{path.name}: {p}" for p in check_patch(path, verbose)]
-        problems += own
         patch = read_patch(path)
+        problems += [f"patches/{path.name}: {p}" for p in check_patch(patch)]
         diff_start = patch.text.find("\ndiff ")
         digest = hashlib.sha256(patch.text[diff_start:].encode()).hexdigest()
         for key, table in ((digest, by_diff), (patch.subject, by_subject)):
