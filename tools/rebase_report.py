@@ -151,11 +151,9 @@ def try_patch(patch, path: Path, target: Path, scratch: Path) -> tuple[str, str]
     dry = patch_cmd(scratch, path, "--dry-run")
     if dry.returncode == 0:
         patch_cmd(scratch, path)
-        current, offsets = "", {}
-        for line in dry.stdout.splitlines():
-            if line.startswith(("patching file ", "checking file ")):
-                current = line.split(" ", 2)[2]
-            elif m := OFFSET_RE.search(line):
+        offsets = {}
+        for current, line in _with_files(dry.stdout.splitlines()):
+            if m := OFFSET_RE.search(line):
                 hunk = f"hunk #{m[1]} at line {m[2]} ({int(m[3]):+d})"
                 offsets.setdefault(current, []).append(hunk)
         if offsets:
