@@ -4,8 +4,7 @@
   tools/pr_body.py --base v0.5.12 --out build/pr-body.md PATCH...
 
 The sections are those of sglang's pull-request template. Nothing is made up:
-  Motivation        README.md "## Why" (or a Motivation/Why/Problem section of
-                    docs/design.md; else the first commit message's opening)
+  Motivation        README.md "## Why" (else the first commit message's opening)
   Modifications     the commit messages of the series, then docs/design.md
   Accuracy Tests    docs/gpu-validation.md, verbatim
   Benchmarking ...  docs/benchmarks.md, verbatim
@@ -102,12 +101,7 @@ def without_doc_pointers(text: str) -> str:
 
 
 def motivation(patches) -> str:
-    design = ROOT / "docs" / "design.md"
     readme = ROOT / "README.md"
-    if design.exists():
-        found = section(design.read_text(), r"motivation|why|problem")
-        if found:
-            return for_upstream(without_doc_pointers(found), "docs/design.md")
     if readme.exists():
         found = section(readme.read_text(), r"^(why|motivation)\b")
         if found:
@@ -126,7 +120,8 @@ def modifications(patches, base: str) -> str:
     design = ROOT / "docs" / "design.md"
     if design.exists():
         text = design.read_text()
-        title = sections(text)[1][1] if len(sections(text)) > 1 else "Design"
+        found = sections(text)
+        title = found[1][1] if len(found) > 1 else "Design"
         body = for_upstream(re.sub(r"^# .*\n", "", text, count=1), "docs/design.md")
         out.append(
             f"<details><summary>{title}: the design notes of the series</summary>\n\n"
