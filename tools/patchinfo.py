@@ -172,10 +172,10 @@ def code_lines(lines: list[str]) -> list[str]:
     return code
 
 
-def code_names(text: str) -> set[str]:
-    """Identifiers that read as code, not prose: snake_case or CamelCase."""
+def code_names(lines: list[str]) -> set[str]:
+    """Identifiers in the code of LINES that read as code: snake_case or CamelCase."""
     names = set()
-    for word in _IDENT_RE.findall(text):
+    for word in _IDENT_RE.findall("\n".join(code_lines(lines))):
         if word in _NOT_NAMES or len(word) < 4:
             continue
         if "_" in word.strip("_") or re.search(r"[a-z][A-Z].*[a-z]", word):
@@ -204,9 +204,7 @@ def changed_names(diff: FileDiff) -> list[str]:
     """Code names a file's diff changes: definitions first, then other names."""
     defs = defined_names(diff.added) | defined_names(diff.removed)
     defs |= context_names(diff)
-    others = set()
-    for line in code_lines(diff.added) + code_lines(diff.removed):
-        others |= code_names(line)
+    others = code_names(diff.added) | code_names(diff.removed)
     return sorted(defs) + sorted(others - defs)
 
 

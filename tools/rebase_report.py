@@ -31,13 +31,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from patchinfo import (  # noqa: E402
-    code_lines,
-    code_names,
-    defined_names,
-    message_names,
-    read_patch,
-)
+from patchinfo import code_names, defined_names, message_names, read_patch  # noqa: E402
 
 OFFSET_RE = re.compile(r"Hunk #(\d+) succeeded at (\d+) \(offset (-?\d+) lines?\)")
 
@@ -89,13 +83,8 @@ def equivalent_change(patch, target: Path) -> tuple[bool, list[str]]:
         removed = defined_names(diff.removed) - defined_names(diff.added)
         keys += [(diff.path, n) for n in sorted(added & mentioned)]
         gone += [(diff.path, n) for n in sorted(removed & mentioned)]
-        old = set()
-        for line in code_lines(diff.removed + diff.kept):
-            old |= code_names(line)
-        new = set()
-        for line in code_lines(diff.added):
-            new |= code_names(line)
-        uses += [(diff.path, n) for n in sorted((new - old) & mentioned)]
+        new = code_names(diff.added) - code_names(diff.removed + diff.kept)
+        uses += [(diff.path, n) for n in sorted(new & mentioned)]
     if not keys:
         keys = uses
     if not keys:
@@ -196,16 +185,11 @@ def main() -> int:
         scratch = Path(tmp) / "scratch"
         scratch.mkdir()
         # Only the files the series touches: a full clone is large and read-only here.
-        for _, patch in patches:
-            for diff in patch.files:
-                src = target / (diff.old_path or diff.path)
-                if (
-                    diff.old_path
-                    and src.is_file()
-                    and not (scratch / diff.old_path).exists()
-                ):
-                    (scratch / diff.old_path).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(src, scratch / diff.old_path)
+        for diff in (d for _, p in patches for d in p.files if d.old_path):
+            src, dst = target / diff.old_path, scratch / diff.old_path
+            if src.is_file() and not dst.exists():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dst)
         results = []
         for path, patch in patches:
             status, detail = try_patch(patch, path, target, scratch)
