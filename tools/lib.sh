@@ -19,9 +19,6 @@ export GIT_OPTIONAL_LOCKS=0
 # What build/sglang was made from ("DIGEST HEAD"), written by make apply and make refresh.
 PIN_STAMP=$PIN_TREE/.git/moe-lora-info-applied
 
-# Fixed identity and dates make the pristine commit, and so every patch, reproducible.
-PRISTINE_DATE="2000-01-01T00:00:00+0000"
-
 die() {
 	echo "error: $*" >&2
 	exit 1
@@ -55,23 +52,18 @@ series_patches() {
 	sed -e 's/#.*//' -e 's/[[:space:]]\{1,\}-p[0-9]*//' -e 's/[[:space:]]*$//' "$series" | grep -v '^$' || true
 }
 
-# series_paths: like series_patches, as paths; dies on a missing patch file.
-series_paths() {
-	local name
-	while read -r name; do
-		[[ -f $PATCHES_DIR/$name ]] || die "patches/series names $name, but $PATCHES_DIR/$name does not exist"
-		echo "$PATCHES_DIR/$name"
-	done < <(series_patches)
-}
-
-# load_series: set the array SERIES to the series' patch paths; exits on a missing
-# file or an empty series (a plain 'mapfile < <(series_paths)' would not stop).
+# load_series: set the array SERIES to the paths of the patches of patches/series;
+# stops on a missing patch file or an empty series.
 # shellcheck disable=SC2034 # SERIES is read by the scripts that source this file
 load_series() {
-	local list
-	list=$(series_paths) || exit 1
-	[[ -n $list ]] || die "patches/series lists no patches"
-	mapfile -t SERIES <<<"$list"
+	local names name
+	names=$(series_patches) || exit 1
+	[[ -n $names ]] || die "patches/series lists no patches"
+	SERIES=()
+	while read -r name; do
+		[[ -f $PATCHES_DIR/$name ]] || die "patches/series names $name, but $PATCHES_DIR/$name does not exist"
+		SERIES+=("$PATCHES_DIR/$name")
+	done <<<"$names"
 }
 
 # build_digest: a hash of the pin file, the series and every patch: what build/sglang
@@ -108,9 +100,11 @@ with_lock() {
 	"$@"
 }
 
+# pristine_git ARGS...: git with a fixed identity and date, so the pristine commit,
+# and so every patch, is reproducible.
 pristine_git() {
 	GIT_AUTHOR_NAME="sglang" GIT_AUTHOR_EMAIL="sglang@invalid" \
 		GIT_COMMITTER_NAME="sglang" GIT_COMMITTER_EMAIL="sglang@invalid" \
-		GIT_AUTHOR_DATE="$PRISTINE_DATE" GIT_COMMITTER_DATE="$PRISTINE_DATE" \
+		GIT_AUTHOR_DATE="2000-01-01T00:00:00+0000" GIT_COMMITTER_DATE="2000-01-01T00:00:00+0000" \
 		git "$@"
 }
