@@ -20,7 +20,6 @@ top=$(git -C "$dir" rev-parse --show-toplevel 2>/dev/null) || die "$dir is not a
 # git apply run below a repository's root silently skips the paths outside it.
 [[ $(cd "$top" && pwd -P) == "$dir" ]] || die "$dir is not the root of its repository; pass $top"
 load_series
-patches=("${SERIES[@]}")
 # What to call the tree in messages (apply.sh works in a scratch copy).
 label=${TREE_LABEL:-$dir}
 
@@ -37,15 +36,15 @@ mkdir "$scratch/objects"
 # series_on_head [-R]: the scratch index becomes HEAD with the series applied
 # (or, -R, reverted in reverse order); false when a patch does not fit.
 series_on_head() {
-	local list=("${patches[@]}") patch
+	local i patch
 	scratch_git read-tree HEAD
 	if [[ ${1:-} == -R ]]; then
-		for ((i = ${#patches[@]} - 1; i >= 0; i--)); do
-			scratch_git apply --cached --reverse "${list[i]}" 2>/dev/null || return 1
+		for ((i = ${#SERIES[@]} - 1; i >= 0; i--)); do
+			scratch_git apply --cached --reverse "${SERIES[i]}" 2>/dev/null || return 1
 		done
 		return 0
 	fi
-	for patch in "${list[@]}"; do
+	for patch in "${SERIES[@]}"; do
 		err=$(scratch_git apply --cached "$patch" 2>&1) || {
 			failed=$patch
 			return 1
@@ -67,7 +66,7 @@ if ! series_on_head; then
 		note "$label already has the series committed; nothing to do"
 		exit 0
 	fi
-	first=${patches[0]}
+	first=${SERIES[0]}
 	if scratch_git read-tree HEAD && scratch_git apply --cached --reverse --check "$first" 2>/dev/null; then
 		die "$label already contains $(basename "$first") but not the whole series: upstream has the change? (nothing was changed)"
 	fi
@@ -78,15 +77,15 @@ fi
 if [[ $mode == commit ]]; then
 	# One git am for the series: on a failure it stops, and --abort puts HEAD back.
 	if ! GIT_COMMITTER_NAME="sglang-moe-lora-info" GIT_COMMITTER_EMAIL="build@invalid" \
-		git -C "$dir" am --quiet --keep-non-patch --committer-date-is-author-date "${patches[@]}"; then
+		git -C "$dir" am --quiet --keep-non-patch --committer-date-is-author-date "${SERIES[@]}"; then
 		git -C "$dir" am --abort || true
 		die "git am failed in $dir after the dry run passed (nothing was kept)"
 	fi
 else
 	# git apply takes the whole series or none of it.
-	git -C "$dir" apply "${patches[@]}" || die "git apply failed in $dir after the dry run passed (nothing was changed)"
+	git -C "$dir" apply "${SERIES[@]}" || die "git apply failed in $dir after the dry run passed (nothing was changed)"
 fi
-for patch in "${patches[@]}"; do
+for patch in "${SERIES[@]}"; do
 	note "applied $(basename "$patch")"
 done
 [[ $mode == commit ]] || note "series applied to the working tree of $label"

@@ -53,7 +53,6 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$ROOT/tools/unpack_pin.sh" "$pin" "$work/pristine"
 load_series
-patches=("${SERIES[@]}")
 mkdir "$work/python-root"
 "$ROOT/tools/python_root_series.sh" >"$work/python-root/series"
 names=$(PATCHES_DIR=$work/python-root series_patches)
@@ -63,13 +62,13 @@ mapfile -t python_root <<<"$names"
 # The reference: what git makes of the series (as 'make apply' does); GIT_DIR
 # keeps git from picking up a repository around $work.
 copy_tree "$work/pristine" "$work/git"
-for patch in "${patches[@]}"; do
+for patch in "${SERIES[@]}"; do
 	(cd "$work/git" && GIT_DIR=$work/pristine/.git GIT_WORK_TREE=$work/git git apply "$patch") || die "git apply $(basename "$patch") failed on the pristine pin; run tools/check_series.sh for details"
 done
 
 # 1. patch -p1 -F0, in series order.
 copy_tree "$work/pristine" "$work/p1"
-for patch in "${patches[@]}"; do
+for patch in "${SERIES[@]}"; do
 	out=$(patch -d "$work/p1" -p1 -F0 -N -f --no-backup-if-mismatch -i "$patch" 2>&1) ||
 		die "patch -p1 -F0 refuses $(basename "$patch") on the pristine pin:
 $out"
@@ -78,7 +77,7 @@ done
 stray=$(cd "$work/p1" && find . -name '*.orig' -o -name '*.rej')
 [[ -z $stray ]] || die "patch -p1 -F0 left backup or reject files: $stray"
 same_tree "$work/git" "$work/p1" "patch -p1 -F0"
-note "patch -p1 -F0: ${#patches[@]} patches apply exactly and match git's result"
+note "patch -p1 -F0: ${#SERIES[@]} patches apply exactly and match git's result"
 
 # 2. quilt push -a, then quilt pop -a back to the pristine tree.
 copy_tree "$work/pristine" "$work/quilt"
@@ -113,4 +112,4 @@ exact "quilt push -a (python/-rooted)" "$out"
 same_tree "$work/git/python" "$work/quilt-p2" "quilt push -a on python/"
 quilt_in "$work/quilt-p2" "$work/python-root/series" pop -a >/dev/null 2>&1 || die "quilt pop -a with the python/-rooted series failed"
 same_tree "$work/pristine/python" "$work/quilt-p2" "quilt pop -a on python/"
-note "python/-rooted tree: ${#python_root[@]} of ${#patches[@]} patches apply with -p2 (patch and quilt); pop restores it"
+note "python/-rooted tree: ${#python_root[@]} of ${#SERIES[@]} patches apply with -p2 (patch and quilt); pop restores it"

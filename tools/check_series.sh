@@ -14,10 +14,9 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$ROOT/tools/unpack_pin.sh" "$pin" "$work/sglang"
 load_series
-patches=("${SERIES[@]}")
 
 step=0
-for patch in "${patches[@]}"; do
+for patch in "${SERIES[@]}"; do
 	step=$((step + 1))
 	name=$(basename "$patch")
 	git -C "$work/sglang" apply "$patch" || die "prefix $step: $name does not apply on top of the patches before it"
@@ -39,7 +38,7 @@ PY
 				"import importlib.util as u, sys; s = u.spec_from_file_location('t', sys.argv[1]); s.loader.exec_module(u.module_from_spec(s))" "$test"
 		done
 	) || die "prefix $step: the tree with patches 1..$step applied does not import ($name)"
-	note "prefix $step/${#patches[@]} applies and imports: $name"
+	note "prefix $step/${#SERIES[@]} applies and imports: $name"
 done
 
 "$ROOT/tools/mirror.sh" check "$work/sglang"

@@ -12,9 +12,8 @@ DIST_DIR=$ROOT/dist
 [[ $# -eq 0 ]] || die "usage: $0 (writes to $DIST_DIR)"
 
 load_series
-patches=("${SERIES[@]}")
 # The release date is the newest Last-Update: it names the tarball and dates its files.
-updated=$(sed -n 's/^Last-Update:[[:space:]]*//p' "${patches[@]}" | LC_ALL=C sort | tail -1)
+updated=$(sed -n 's/^Last-Update:[[:space:]]*//p' "${SERIES[@]}" | LC_ALL=C sort | tail -1)
 [[ $updated =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}$ ]] ||
 	die "no patch has a valid 'Last-Update: YYYY-MM-DD' line (newest found: '$updated'); run tools/check_patches.py"
 epoch=$(date -u -d "$updated" +%s)
@@ -24,7 +23,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 stage=$work/$name
 mkdir -p "$stage/patches"
-cp "${patches[@]}" "$PATCHES_DIR/series" "$stage/patches/"
+cp "${SERIES[@]}" "$PATCHES_DIR/series" "$stage/patches/"
 "$ROOT/tools/python_root_series.sh" >"$stage/patches/series.python-root"
 cp "$LOCK_FILE" "$stage/upstream.lock"
 {

@@ -31,7 +31,6 @@ git -C "$clone" var GIT_COMMITTER_IDENT >/dev/null 2>&1 ||
 	die "git in $clone has no committer identity; set one (git -C $clone config user.name ...; git -C $clone config user.email ...)"
 
 load_series
-patches=("${SERIES[@]}")
 work=$(mktemp -d)
 # On failure, put the clone back: abort the am, return to the original branch, drop ours.
 original=$(git -C "$clone" symbolic-ref --quiet --short HEAD || git -C "$clone" rev-parse HEAD)
@@ -49,11 +48,11 @@ restore() {
 trap restore EXIT
 
 # The body first: if it cannot be written, the clone is not touched at all.
-python3 "$ROOT/tools/pr_body.py" --base "$BASE" --out "$work/pr-body.md" "${patches[@]}" ||
+python3 "$ROOT/tools/pr_body.py" --base "$BASE" --out "$work/pr-body.md" "${SERIES[@]}" ||
 	die "could not write the pull-request body (tools/pr_body.py failed)"
 
 # Upstream's commits: the series' messages without the DEP-3 trailer lines.
-for patch in "${patches[@]}"; do
+for patch in "${SERIES[@]}"; do
 	awk '!done && /^---$/ { done = 1 }
 		!done && /^(Origin|Forwarded|Last-Update|Applied-Upstream|Bug(-[A-Za-z]+)?):/ { next }
 		{ print }' "$patch" >"$work/$(basename "$patch")"
@@ -65,7 +64,7 @@ if git -C "$clone" rev-parse --verify --quiet "$PIN_TAG^{tree}" >/dev/null; then
 	export GIT_INDEX_FILE=$work/index
 	git -C "$clone" read-tree "$PIN_TAG"
 	prev=$(git -C "$clone" write-tree)
-	for patch in "${patches[@]}"; do
+	for patch in "${SERIES[@]}"; do
 		git -C "$clone" apply --cached "$patch" 2>/dev/null ||
 			die "$(basename "$patch") does not apply to $PIN_TAG in $clone; is $PIN_TAG there upstream's release tag?"
 		next=$(git -C "$clone" write-tree)
@@ -82,7 +81,7 @@ fi
 
 git -C "$clone" checkout --quiet --no-track -b "$BRANCH" "$BASE"
 created=1
-for patch in "${patches[@]}"; do
+for patch in "${SERIES[@]}"; do
 	if ! out=$(git -C "$clone" am -3 --keep-non-patch "$work/$(basename "$patch")" 2>&1); then
 		die "$(basename "$patch") does not apply to $BASE in $clone, even as a 3-way merge:
 $(grep -E '^error:|CONFLICT' <<<"$out")"
@@ -92,6 +91,6 @@ done
 
 mkdir -p "$(dirname "$PR_BODY")"
 cp "$work/pr-body.md" "$PR_BODY"
-note "branch $BRANCH in $clone: ${#patches[@]} commits on $BASE"
+note "branch $BRANCH in $clone: ${#SERIES[@]} commits on $BASE"
 note "pull-request body: $PR_BODY"
 note "next: git -C $clone push <your fork> $BRANCH, then open the PR with that body"

@@ -75,6 +75,5 @@ if [[ -n $wheel ]]; then
 fi
 
 load_series
-patches=("${SERIES[@]}")
 python3 "$ROOT/tools/rebase_report.py" --target "$tree" --name "$name" --source "$source_text" \
-	--command "make rebase UPSTREAM=$upstream" "${patches[@]}"
+	--command "make rebase UPSTREAM=$upstream" "${SERIES[@]}"
