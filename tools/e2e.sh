@@ -6,8 +6,6 @@
 #   tools/e2e.sh [run.py options]          e.g. --modes graphs --batch-sizes 1,32
 # Environment: PYTHON (python3), E2E_WHEELHOUSES (build/gpu-wheels build/e2e-wheels),
 # E2E_SITE (build/e2e-site: where those wheels are installed), E2E_SKIP_TEST=1.
-# Of build/gpu-wheels, the test-only datasets, dill and multiprocess are not installed
-# (nothing on the engine's path imports them) and need not travel.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -30,12 +28,7 @@ note "pin: $PIN_WORKTREE ($PIN_TAG); ours: $PIN_TREE ($(git -C "$PIN_TREE" log -
 wheels=()
 for dir in $WHEELHOUSES; do
 	[[ -d $dir ]] || continue
-	for wheel in "$dir"/*.whl; do
-		case ${wheel##*/} in
-		datasets-* | dill-* | multiprocess-*) ;;
-		*) wheels+=("$wheel") ;;
-		esac
-	done
+	wheels+=("$dir"/*.whl)
 done
 if [[ ${#wheels[@]} -gt 0 ]]; then
 	stamp=$(printf '%s\n' "${wheels[@]##*/}" | sha256sum | cut -d' ' -f1)
