@@ -212,10 +212,13 @@ def mixed_batch(adapter_names, prompt_len, seed):
 def check_outputs(sides, adapter_names, prompt_len, new_tokens, seed, logprob_atol):
     """Adapters change the pin's tokens; pin and ours agree token for token.
 
-    Returns a report; report["failures"] lists what failed (empty: passed).
+    Also serves every request of the batch alone, on each side: greedy tokens
+    that change with the neighbours (report["batch_dependent"]) point at work
+    of one request reaching another. Returns a report; report["failures"]
+    lists what failed (empty: passed).
     """
     input_ids, lora = mixed_batch(adapter_names, prompt_len, seed)
-    out = {}
+    out, batch_dependent = {}, {}
     for label, side in sides.items():
         out[label] = side.call(
             "generate",
@@ -224,6 +227,14 @@ def check_outputs(sides, adapter_names, prompt_len, new_tokens, seed, logprob_at
             max_new_tokens=new_tokens,
             return_logprob=True,
         )["outputs"]
+        batch_dependent[label] = [
+            i
+            for i, (ids, name) in enumerate(zip(input_ids, lora))
+            if side.call(
+                "generate", input_ids=[ids], lora_path=[name], max_new_tokens=new_tokens
+            )["outputs"][0]["output_ids"]
+            != out[label][i]["output_ids"]
+        ]
     failures = []
     pin = out["pin"]
     adapters_matter = {}
@@ -272,6 +283,7 @@ def check_outputs(sides, adapter_names, prompt_len, new_tokens, seed, logprob_at
         "adapters_matter_first_diff": adapters_matter,
         "requests": requests,
         "max_logprob_diff": max_logprob_diff,
+        "batch_dependent": batch_dependent,
         "failures": failures,
     }
 

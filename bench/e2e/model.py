@@ -94,11 +94,12 @@ def _module_shapes(config):
     }
 
 
-def write_adapter(directory, config, rank, seed, std, device="cpu"):
+def write_adapter(directory, config, rank, seed, std, expert_std=None, device="cpu"):
     """A PEFT LoRA adapter of `rank` on attention and on every expert.
 
-    A and B are N(0, std^2) in bf16 (PEFT initialises B to zero, which would
-    make the adapter a no-op); lora_alpha = rank, so the scaling is 1. The
+    A and B are N(0, std^2) in bf16 on attention, N(0, expert_std^2) on the
+    experts (default std; PEFT initialises B to zero, which would make the
+    adapter a no-op); lora_alpha = rank, so the scaling is 1. The
     numbers are drawn per layer from one generator seeded with `seed` on
     `device` (a GPU draws them in milliseconds; the same device type gives
     the same adapter).
@@ -117,18 +118,20 @@ def write_adapter(directory, config, rank, seed, std, device="cpu"):
         base = f"base_model.model.model.layers.{layer}"
         layout = []
         for name in names:
-            module = name if name.startswith("self_attn.") else name.rsplit(".", 1)[1]
+            attention = name.startswith("self_attn.")
+            module = name if attention else name.rsplit(".", 1)[1]
             fan_in, fan_out = shapes[module]
+            scale = std if attention or expert_std is None else expert_std
             layout += [
-                (f"{base}.{name}.lora_A.weight", (rank, fan_in)),
-                (f"{base}.{name}.lora_B.weight", (fan_out, rank)),
+                (f"{base}.{name}.lora_A.weight", (rank, fan_in), scale),
+                (f"{base}.{name}.lora_B.weight", (fan_out, rank), scale),
             ]
-        total = sum(a * b for _, (a, b) in layout)
+        total = sum(a * b for _, (a, b), _ in layout)
         flat = torch.randn(total, generator=gen, device=device, dtype=torch.float32)
-        flat = (flat * std).to(torch.bfloat16).cpu()
         offset = 0
-        for key, (a, b) in layout:
-            tensors[key] = flat[offset : offset + a * b].view(a, b).clone()
+        for key, (a, b), scale in layout:
+            part = flat[offset : offset + a * b] * scale
+            tensors[key] = part.to(torch.bfloat16).cpu().view(a, b)
             offset += a * b
     save_file(tensors, str(directory / "adapter_model.safetensors"))
     adapter_config = {

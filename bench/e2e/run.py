@@ -54,7 +54,16 @@ def parse_args(argv=None):
         "--ranks", type=csv(int), default=[4, 8, 16, 32], help="one adapter per rank"
     )
     p.add_argument(
-        "--adapter-std", type=float, default=0.02, help="std of the A and B weights"
+        "--adapter-std",
+        type=float,
+        default=0.2,
+        help="std of the attention A and B weights",
+    )
+    p.add_argument(
+        "--adapter-expert-std",
+        type=float,
+        default=0.6,
+        help="std of the experts' A and B weights",
     )
     p.add_argument("--adapter-seed", type=int, default=0)
     p.add_argument(
@@ -147,6 +156,7 @@ def prepare(args):
         "config": config,
         "ranks": args.ranks,
         "std": args.adapter_std,
+        "expert_std": args.adapter_expert_std,
         "device": args.adapter_device,
         "seed": args.adapter_seed,
     }
@@ -168,6 +178,7 @@ def prepare(args):
                 rank,
                 seed=args.adapter_seed + i,
                 std=args.adapter_std,
+                expert_std=args.adapter_expert_std,
                 device=args.adapter_device,
             )
         stamp.write_text(json.dumps(wanted, indent=2) + "\n")
@@ -214,8 +225,9 @@ def speed_table(rows):
 
 def profile_table(profiles):
     lines = [
-        "| mode | adapters | side | GPU kernels per decode step | host launch calls per step |",
-        "|---|---|---|---|---|",
+        "| mode | adapters | side | GPU kernels per decode step | GPU kernel µs per step "
+        "| host launch calls per step |",
+        "|---|---|---|---|---|---|",
     ]
     for mode, by_w in profiles.items():
         for w, by_side in by_w.items():
@@ -226,7 +238,8 @@ def profile_table(profiles):
                     if v
                 )
                 lines.append(
-                    f"| {mode} | {w} | {label} | {p['kernels_per_step']:g} | {calls} |"
+                    f"| {mode} | {w} | {label} | {p['kernels_per_step']:g} "
+                    f"| {p.get('kernel_us_per_step', 0):.1f} | {calls} |"
                 )
     return "\n".join(lines)
 
@@ -256,6 +269,7 @@ def main(argv=None):
         },
         "adapters": dict(zip(names, args.ranks)),
         "adapter_std": args.adapter_std,
+        "adapter_expert_std": args.adapter_expert_std,
         "lora_backend": args.lora_backend,
         "checks": {},
         "speed": {},
@@ -310,6 +324,12 @@ def main(argv=None):
             )
             for f in check["failures"]:
                 print(f"    {f}", flush=True)
+            for label, dependent in check["batch_dependent"].items():
+                print(
+                    f"    {label}: requests whose tokens change when served alone: "
+                    f"{dependent or 'none'}",
+                    flush=True,
+                )
             save()
             if args.check_only:
                 continue

@@ -18,11 +18,13 @@ from multiprocessing.connection import Client
 
 
 def count_kernels(trace_path):
-    """GPU kernels and host launch calls in a torch.profiler chrome trace."""
+    """GPU kernels (count and µs by name) and host launch calls in a
+    torch.profiler chrome trace."""
     opener = gzip.open if trace_path.endswith(".gz") else open
     with opener(trace_path, "rt") as f:
         events = json.load(f)["traceEvents"]
     kernels = collections.Counter()
+    kernel_us = collections.Counter()
     launches = collections.Counter()
     for event in events:
         if event.get("ph") != "X":
@@ -30,9 +32,10 @@ def count_kernels(trace_path):
         cat, name = event.get("cat", ""), event.get("name", "")
         if cat == "kernel":
             kernels[name] += 1
+            kernel_us[name] += event.get("dur", 0)
         elif cat in ("cuda_runtime", "cuda_driver") and "Launch" in name:
             launches[name] += 1
-    return kernels, launches
+    return kernels, kernel_us, launches
 
 
 class Side:
@@ -85,7 +88,10 @@ class Side:
             assert traces, f"the profiler wrote no trace under {out_dir}"
             counts[tokens] = count_kernels(traces[-1])
         steps = long - short
-        (k_short, l_short), (k_long, l_long) = counts[short], counts[long]
+        (k_short, us_short, l_short), (k_long, us_long, l_long) = (
+            counts[short],
+            counts[long],
+        )
         per_name = {
             name: (k_long[name] - k_short[name]) / steps
             for name in set(k_long) | set(k_short)
@@ -98,6 +104,12 @@ class Side:
                 for name in set(l_long) | set(l_short)
             },
             "kernels_by_name": dict(sorted(per_name.items(), key=lambda kv: -kv[1])),
+            "kernel_us_per_step": (sum(us_long.values()) - sum(us_short.values()))
+            / steps,
+            "kernel_us_by_name": {
+                name: round((us_long[name] - us_short[name]) / steps, 2)
+                for name in per_name
+            },
         }
 
 

@@ -71,7 +71,28 @@ def test_check_passes_on_identical_sides_and_mixes_every_adapter():
     report = check(pin, ours)
     assert report["failures"] == []
     assert {r["lora"] for r in report["requests"]} == set(NAMES) | {None}
-    assert pin.calls == [(8, tuple(x for n in NAMES for x in (n, None)), 4)]
+    batch = tuple(x for n in NAMES for x in (n, None))
+    assert pin.calls == [(8, batch, 4)] + [(1, (x,), 4) for x in batch]
+    assert report["batch_dependent"] == {"pin": [], "ours": []}
+
+
+def test_check_reports_requests_whose_tokens_depend_on_the_batch():
+    class Leaky(ScriptedSide):
+        """Requests without an adapter pick up the adapters of their batch."""
+
+        def call(self, op, input_ids, lora_path, max_new_tokens, return_logprob=False):
+            result = super().call(
+                op, input_ids, lora_path, max_new_tokens, return_logprob
+            )
+            if any(lora_path):
+                for item, lora in zip(result["outputs"], lora_path):
+                    if lora is None:
+                        item["output_ids"] = [t + 1 for t in item["output_ids"]]
+            return result
+
+    report = check(Leaky(1e-3, tokens), ScriptedSide(1e-3, tokens))
+    assert report["batch_dependent"] == {"pin": [1, 3, 5, 7], "ours": []}
+    assert len(report["failures"]) == 4  # the leaked tokens also differ from ours
 
 
 def test_check_fails_when_ours_differs_in_one_token():
