@@ -11,12 +11,14 @@ What runs (all real sglang objects, single process, one GPU):
   (Without flashinfer, which only the sampler needs, a stand-in sampler module
   gives initialize_model_parallel its one flag; a NOTE says so.)
 - pre  = the same wrapper with _get_lora_info replaced on the instance by
-         upstream's 0.5.12 source, lora_moe_runners' token mapping replaced by
-         0.5.12's _compute_token_lora_mapping while pre runs (virtual experts),
-         and the CUDA-graph buffers of 0.5.12's init_cuda_graph_moe_buffers.
+         upstream's 0.5.12 source; while pre runs, lora_moe_runners' decode path
+         is off (0.5.12 runs fused_moe_lora at every size) and its token
+         mapping is 0.5.12's _compute_token_lora_mapping (virtual experts);
+         the CUDA-graph buffers of 0.5.12's init_cuda_graph_moe_buffers.
          The pre code is read from the sglang git tree at --base with ast.
   ours = the patched code: backend._add_moe_lora_info once per step, then the
-         layers read the batch's metadata.
+         layers read the batch's metadata; up to _DECODE_MAX_PAIRS (token,
+         expert) pairs, the hooks run fused_moe_lora_decode.
 - Shapes: Qwen3-30B-A3B (128 experts, top-8, hidden 2048, moe_intermediate
   768, L=48) and Kimi-K2-like (384 experts, top-8, hidden 7168,
   moe_intermediate 2048, L=60); the expert count is trimmed (and said so) only
@@ -173,18 +175,20 @@ def init_sglang():
 
 
 @contextlib.contextmanager
-def pristine_token_mapping(pristine, enabled: bool):
-    """0.5.12's build_lora_hooks called _compute_token_lora_mapping where the
-    patched one calls _get_token_lora_mapping (same signature): swap it in."""
-    if not enabled:
-        yield
-        return
-    saved = lora_moe_runners._get_token_lora_mapping
-    lora_moe_runners._get_token_lora_mapping = pristine.compute_token_lora_mapping
+def pristine_hooks(pristine, virtual_experts: bool):
+    """build_lora_hooks as 0.5.12 runs it: no decode path (fused_moe_lora at every
+    size), and under virtual experts _compute_token_lora_mapping where the patched
+    one calls _get_token_lora_mapping (same signature)."""
+    saved = lora_moe_runners._get_token_lora_mapping, lora_moe_runners._DECODE_MAX_PAIRS
+    if virtual_experts:
+        lora_moe_runners._get_token_lora_mapping = pristine.compute_token_lora_mapping
+    lora_moe_runners._DECODE_MAX_PAIRS = 0
     try:
         yield
     finally:
-        lora_moe_runners._get_token_lora_mapping = saved
+        lora_moe_runners._get_token_lora_mapping, lora_moe_runners._DECODE_MAX_PAIRS = (
+            saved
+        )
 
 
 class Model:
@@ -271,6 +275,8 @@ class Model:
                 make_batch_info(workload, weight_indices, ranks, self.device)
                 for _ in range(2)
             )
+        # Every request is on an adapter of nonzero rank (LoRAManager's flag).
+        pre_info.has_active_lora = ours_info.has_active_lora = True
         self.pre_backend.batch_info = pre_info
         self.ours_backend.batch_info = ours_info
         for layer in self.pre_layers + self.ours_layers:
@@ -307,7 +313,7 @@ class Model:
             return out
 
         def pre_layers(count=num_layers):
-            with pristine_token_mapping(pristine, virtual_experts):
+            with pristine_hooks(pristine, virtual_experts):
                 return run_layers(self.pre_layers, count)
 
         def ours_layers(count=num_layers):
@@ -446,7 +452,7 @@ def smoke_check(model: Model, bs: int, virtual_experts: bool):
 
         spying = dataclasses.replace(model.pristine, compute_token_lora_mapping=spy)
         topk_ids = topk[0].topk_ids
-        with pristine_token_mapping(spying, virtual_experts):
+        with pristine_hooks(spying, virtual_experts):
             pre_hooks = lora_moe_runners.build_lora_hooks(
                 hidden_states, pre_info, topk_ids
             )

@@ -972,6 +972,7 @@ class FusedMoEWithLoRA(BaseLayerWithLoRA):
             lora_ranks=lora_ranks,
             adapter_enabled=moe_lora_info.adapter_enabled,
             token_lora_mapping=moe_lora_info.token_lora_mapping,
+            has_active_lora=batch_info.has_active_lora,
             max_lora_rank=max_lora_rank,
             num_experts=self.base_layer.num_experts,
             experts_shared_outer_loras=self.experts_shared_outer_loras,

@@ -62,6 +62,10 @@ def _get_moe_lora_block_config(max_lora_rank: int) -> dict:
 
 _SPARSITY_FACTOR = 8
 
+# Up to this many (token, expert) pairs, fused_moe_lora_decode (one program per
+# pair and output block) beats sorting the pairs into 64-row expert tiles.
+_DECODE_MAX_PAIRS = 512
+
 
 def _naive_moe_lora_align_block_size(
     topk_ids: torch.Tensor,
@@ -191,6 +195,9 @@ class LoRAInfo:
     # The index of lora adapter used by each token (-1 for none), int32 in shape
     # (num_tokens, ); computed once per batch (see MoELoRABatchInfo)
     token_lora_mapping: torch.Tensor | None = None
+    # Whether a request of the batch has an adapter of nonzero rank (host-side,
+    # set by LoRAManager.prepare_lora_batch)
+    has_active_lora: bool = True
 
 
 @dataclass
@@ -326,10 +333,12 @@ def _add_lora_gate_up_delta(
     num_tokens_post_padded_lora: torch.Tensor | None,
     lora_ids: torch.Tensor | None,
     routing_cache: dict | None = None,
+    decode: bool = False,
 ) -> None:
     """Add LoRA gate_up delta to intermediate_cache in-place."""
     from sglang.srt.lora.triton_ops import (
         fused_moe_lora,
+        fused_moe_lora_decode,
         merged_experts_fused_moe_lora_add,
     )
 
@@ -365,7 +374,20 @@ def _add_lora_gate_up_delta(
         lora_a_stacked = [gate_up_a]
         lora_b_stacked = [gate_up_b]
 
-    if lora_info.lora_use_virtual_experts:
+    if decode:
+        fused_moe_lora_decode(
+            intermediate_cache,
+            hidden_states,
+            gate_up_a,
+            gate_up_b,
+            topk_ids,
+            topk_weights,
+            token_lora_mapping,
+            lora_info.adapter_enabled,
+            num_slices=2 if is_gated else 1,
+            mul_routed_weight=False,
+        )
+    elif lora_info.lora_use_virtual_experts:
         merged_experts_fused_moe_lora_add(
             output=intermediate_cache,
             hidden_states=hidden_states,
@@ -424,10 +446,12 @@ def _add_lora_down_delta(
     num_tokens_post_padded_lora: torch.Tensor | None,
     lora_ids: torch.Tensor | None,
     routing_cache: dict | None = None,
+    decode: bool = False,
 ) -> None:
     """Add LoRA down delta to intermediate_cache in-place."""
     from sglang.srt.lora.triton_ops import (
         fused_moe_lora,
+        fused_moe_lora_decode,
         merged_experts_fused_moe_lora_add,
     )
 
@@ -453,7 +477,20 @@ def _add_lora_down_delta(
     else:
         offset = 0
 
-    if lora_info.lora_use_virtual_experts:
+    if decode:
+        fused_moe_lora_decode(
+            intermediate_cache,
+            intermediate_input,
+            down_lora_a,
+            down_lora_b,
+            topk_ids,
+            topk_weights,
+            token_lora_mapping,
+            lora_info.adapter_enabled,
+            num_slices=1,
+            mul_routed_weight=True,
+        )
+    elif lora_info.lora_use_virtual_experts:
         merged_experts_fused_moe_lora_add(
             output=intermediate_cache,
             hidden_states=intermediate_input,
@@ -520,6 +557,8 @@ def build_lora_hooks(
 
         if get_capture_lora_variant() == "nolora":
             return LoRAHooks()
+    elif not lora_info.has_active_lora:
+        return LoRAHooks()
 
     # Compute alignment / mapping (once, shared by both hooks)
     token_lora_mapping: torch.Tensor | None = None
@@ -528,7 +567,14 @@ def build_lora_hooks(
     num_tokens_post_padded_lora: torch.Tensor | None = None
     lora_ids: torch.Tensor | None = None
 
-    if lora_info.lora_use_virtual_experts:
+    # A fully sharded shrink is reduced across ranks between the two kernels;
+    # virtual experts keep their kernel (its results differ beyond rounding).
+    decode = (
+        topk_ids.numel() <= _DECODE_MAX_PAIRS
+        and not lora_info.lora_use_virtual_experts
+        and not (lora_info.fully_sharded and lora_info.tp_size > 1)
+    )
+    if lora_info.lora_use_virtual_experts or decode:
         token_lora_mapping = _get_token_lora_mapping(hidden_states, lora_info)
     else:
         (
@@ -559,6 +605,7 @@ def build_lora_hooks(
             num_tokens_post_padded_lora,
             lora_ids,
             routing_cache=routing_cache,
+            decode=decode,
         )
 
     def after_down(
@@ -579,6 +626,7 @@ def build_lora_hooks(
             num_tokens_post_padded_lora,
             lora_ids,
             routing_cache=routing_cache,
+            decode=decode,
         )
 
     return LoRAHooks(after_gate_up=after_gate_up, after_down=after_down)
