@@ -22,6 +22,7 @@ SERIES = [
 ]
 THIRD = SERIES[2]
 MOE_TEST = "test/registered/lora/test_moe_lora_info.py"
+REGISTERED_TESTS = [MOE_TEST, "test/registered/lora/test_fused_moe_lora_decode.py"]
 LORA_UTILS = "python/sglang/srt/lora/utils.py"
 
 
@@ -93,6 +94,11 @@ def patch_subject(patch):
 
 def patch_files(patch):
     return set(re.findall(r"^diff --git a/(\S+) b/", patch.read_text(), re.M))
+
+
+def created_files(patch):
+    pattern = r"^diff --git a/(\S+) b/\S+\nnew file mode"
+    return set(re.findall(pattern, patch.read_text(), re.M))
 
 
 def blob_sha1(data):
@@ -391,10 +397,10 @@ def test_clean_clone_gets_the_series_and_a_second_run_does_nothing(
     # Working tree only: no commit, the patched files equal our mirror.
     assert head(pristine_clone) == before
     touched = set().union(*(patch_files(project / "patches" / n) for n in SERIES))
-    modified = touched - {MOE_TEST}
-    stat = git(pristine_clone, "diff", "--stat")
-    for path in modified:
-        assert path in stat
+    created = set().union(*(created_files(project / "patches" / n) for n in SERIES))
+    assert MOE_TEST in created
+    changed = set(git(pristine_clone, "diff", "--name-only").split())
+    assert changed == touched - created
     for path in touched:
         assert (pristine_clone / path).read_bytes() == (project / path).read_bytes()
     diff = git(pristine_clone, "diff")
@@ -536,7 +542,7 @@ def collect(project, test_root):
 def test_collect_registered_lists_the_moe_lora_test(applied):
     result = collect(applied[0], "test/registered")
     assert result.returncode == 0, output(result)
-    assert result.stdout.split() == [MOE_TEST]
+    assert result.stdout.split() == sorted(REGISTERED_TESTS)
 
 
 def test_collect_registered_fails_without_registered_tests(applied, tmp_path):

@@ -93,6 +93,7 @@ class TestFusedMoELoRADecode(CustomTestCase):
         per_pair=False,
         mul=False,
         invalid_expert=False,
+        config=None,
     ):
         x, lora_a, lora_b, ids, weights, mapping, enabled = _case(
             M, top_k, experts, K, N, rank, slices, shared_a, shared_b, per_pair
@@ -105,7 +106,7 @@ class TestFusedMoELoRADecode(CustomTestCase):
             out, x, lora_a, lora_b, ids, weights, mapping, enabled, slices, mul
         )
         fused_moe_lora_decode(
-            out, x, lora_a, lora_b, ids, weights, mapping, enabled, slices, mul
+            out, x, lora_a, lora_b, ids, weights, mapping, enabled, slices, mul, config
         )
         # Pairs without an enabled adapter keep their values bit for bit.
         self.assertTrue(torch.equal(out[~touched], before[~touched]))
@@ -119,6 +120,24 @@ class TestFusedMoELoRADecode(CustomTestCase):
         for rank, top_k in [(8, 1), (16, 2), (32, 8), (64, 4), (128, 2)]:
             with self.subTest(rank=rank, top_k=top_k):
                 self._check(M=3, top_k=top_k, experts=8, K=96, N=40, rank=rank)
+
+    def test_block_configs(self):
+        # Tiles smaller and larger than the data, a K and N not a multiple of them.
+        for config in (
+            {"BLOCK_K": 16, "BLOCK_N": 16, "num_warps": 1},
+            {"BLOCK_K": 256, "BLOCK_N": 128, "num_warps": 8},
+        ):
+            with self.subTest(config=config):
+                self._check(
+                    M=2,
+                    top_k=2,
+                    experts=4,
+                    K=72,
+                    N=40,
+                    rank=16,
+                    slices=2,
+                    config=config,
+                )
 
     def test_gate_up_slices_and_shared_outer(self):
         self._check(M=4, top_k=2, experts=6, K=64, N=48, rank=16, slices=2)

@@ -96,13 +96,15 @@ def fused_moe_lora_decode(
     adapter_enabled: torch.Tensor,
     num_slices: int,
     mul_routed_weight: bool,
+    config: dict | None = None,
 ) -> None:
     """output (M, top_k, num_slices * N) += the LoRA delta of every pair, in place.
 
     hidden_states is (M, K), or (M * top_k, K) with one row per pair (down);
     lora_a is (num_loras, num_experts or 1, num_slices * rank, K), lora_b
     (num_loras, num_experts or 1, num_slices * N, rank); an expert dimension of
-    1 (experts_shared_outer_loras) serves every expert.
+    1 (experts_shared_outer_loras) serves every expert. config may set
+    BLOCK_K, BLOCK_N and num_warps (default: tiles of about 4K and 8K elements).
     """
     M, top_k, out_dim = output.shape
     K, rank = hidden_states.shape[1], lora_b.shape[3]
@@ -113,9 +115,10 @@ def fused_moe_lora_decode(
     assert lora_a.stride(3) == lora_b.stride(3) == 1
     assert output.stride(0) == top_k * output.stride(1)
     assert topk_ids.is_contiguous() and topk_weights.is_contiguous()
+    config = config or {}
     block_r = max(triton.next_power_of_2(rank), 16)
-    block_k = min(triton.next_power_of_2(K), max(4096 // block_r, 16))
-    block_n = min(triton.next_power_of_2(N), max(8192 // block_r, 16))
+    block_k = config.get("BLOCK_K", min(triton.next_power_of_2(K), 4096 // block_r))
+    block_n = config.get("BLOCK_N", min(triton.next_power_of_2(N), 8192 // block_r))
     grid = (M * top_k, num_slices, triton.cdiv(N, block_n))
     _fused_moe_lora_decode_kernel[grid](
         hidden_states,
@@ -143,4 +146,5 @@ def fused_moe_lora_decode(
         BLOCK_R=block_r,
         BLOCK_K=block_k,
         BLOCK_N=block_n,
+        num_warps=config.get("num_warps", 4),
     )
