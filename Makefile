@@ -48,7 +48,7 @@ refresh: ## regenerate patches/ and the mirror from the commits in build/sglang
 gpu-wheels: ## download the wheels the GPU machine lacks (Python 3.12) into build/gpu-wheels
 	tools/fetch_gpu_wheels.sh
 
-bench: venv ## GPU benchmarks: the metadata kernel vs upstream 0.5.13, per-batch metadata and MoE layer vs 0.5.12
+bench: venv ## GPU benchmarks: the metadata kernel vs upstream 0.5.13, per-batch metadata and MoE layer vs 0.5.12, the MoE LoRA hooks at decode
 	tools/run_bench.sh
 
 pr: ## apply the series as commits on a new branch of SGLANG_DIR and write the PR body

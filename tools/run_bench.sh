@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Run the GPU benchmarks with $VENV's Python on the patched tree: the metadata
 # kernel against upstream 0.5.13's (bench/bench_moe_lora_info_kernel.py), the
-# per-batch MoE LoRA metadata (bench/bench_moe_lora_info.py) and the whole MoE layer
-# (bench/bench_moe_layer.py), pre (pristine $PIN_TAG) vs ours. Tables go to
+# per-batch MoE LoRA metadata (bench/bench_moe_lora_info.py), the whole MoE layer
+# (bench/bench_moe_layer.py), pre (pristine $PIN_TAG) vs ours, and the MoE LoRA
+# hooks at decode (bench/bench_moe_lora_decode.py). Tables go to
 # stdout and to ${BENCH_OUT:-build/bench}/*.txt, beside the JSON results and
-# the plots. Arguments go to both scripts: --quick for a short first run,
+# the plots. Arguments go to every script: --quick for a short first run,
 # --smoke for the CPU check (Triton interpreter, no GPU timings), --no-plot
 # without matplotlib. The full run takes several minutes on an H100.
 set -euo pipefail
@@ -33,7 +34,7 @@ if ! $smoke; then
 fi
 
 mkdir -p "$out"
-for bench in bench_moe_lora_info_kernel bench_moe_lora_info bench_moe_layer; do
+for bench in bench_moe_lora_info_kernel bench_moe_lora_info bench_moe_layer bench_moe_lora_decode; do
 	note "$bench -> $out/$bench.txt"
 	PYTHONUNBUFFERED=1 "$python" "$ROOT/bench/$bench.py" \
 		--sglang-dir "$SGLANG_DIR" --base "$PIN_TAG" --out-dir "$out" "$@" 2>&1 |
