@@ -5,7 +5,9 @@
 # there, runs the small GPU test (tests/gpu), then bench/e2e/run.py with "$@".
 #   tools/e2e.sh [run.py options]          e.g. --modes graphs --batch-sizes 1,32
 # Environment: PYTHON (python3), E2E_WHEELHOUSES (build/gpu-wheels build/e2e-wheels),
-# E2E_SITE (build/e2e-site: where those wheels are installed), E2E_SKIP_TEST=1.
+# E2E_SITE (build/e2e-site: where those wheels are installed), E2E_SKIP_TEST=1,
+# E2E_SERIES=N: "ours" is the first N patches only (a worktree in build/sglang-ours),
+# to tell which patch changes what the engine does.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -23,7 +25,19 @@ rm -rf "$PIN_WORKTREE"
 git -C "$PIN_TREE" worktree prune
 git -C "$PIN_TREE" worktree add --quiet --detach "$PIN_WORKTREE" "$PIN_TAG" ||
 	die "could not check out $PIN_TAG of $PIN_TREE into $PIN_WORKTREE"
-note "pin: $PIN_WORKTREE ($PIN_TAG); ours: $PIN_TREE ($(git -C "$PIN_TREE" log --oneline "$PIN_TAG"..HEAD | wc -l) patches)"
+ours=$PIN_TREE
+count=$(git -C "$PIN_TREE" rev-list --count "$PIN_TAG..HEAD")
+if [[ -n ${E2E_SERIES:-} ]]; then
+	[[ $E2E_SERIES =~ ^[0-9]+$ && $E2E_SERIES -ge 1 && $E2E_SERIES -le $count ]] ||
+		die "E2E_SERIES=$E2E_SERIES: give a patch count from 1 to $count"
+	ours=$BUILD_DIR/sglang-ours
+	rm -rf "$ours"
+	git -C "$PIN_TREE" worktree prune
+	git -C "$PIN_TREE" worktree add --quiet --detach "$ours" "HEAD~$((count - E2E_SERIES))" ||
+		die "could not check out the first $E2E_SERIES patches of $PIN_TREE into $ours"
+	count=$E2E_SERIES
+fi
+note "pin: $PIN_WORKTREE ($PIN_TAG); ours: $ours ($count patches)"
 
 wheels=()
 for dir in $WHEELHOUSES; do
@@ -46,7 +60,7 @@ fi
 "$PYTHON" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' ||
 	die "$PYTHON sees no CUDA GPU"
 unset TRITON_INTERPRET
-export PYTHONUNBUFFERED=1 E2E_PIN_TREE=$PIN_WORKTREE E2E_OURS_TREE=$PIN_TREE
+export PYTHONUNBUFFERED=1 E2E_PIN_TREE=$PIN_WORKTREE E2E_OURS_TREE=$ours
 
 if [[ ${E2E_SKIP_TEST:-0} != 1 ]]; then
 	note "tests/gpu: pin vs ours on a small model, graphs and eager"
@@ -54,4 +68,4 @@ if [[ ${E2E_SKIP_TEST:-0} != 1 ]]; then
 		die "tests/gpu failed: the patched tree's engine does not match the pin (see above)"
 fi
 note "bench/e2e/run.py $*"
-"$PYTHON" "$ROOT/bench/e2e/run.py" --pin-tree "$PIN_WORKTREE" --ours-tree "$PIN_TREE" "$@"
+"$PYTHON" "$ROOT/bench/e2e/run.py" --pin-tree "$PIN_WORKTREE" --ours-tree "$ours" "$@"
