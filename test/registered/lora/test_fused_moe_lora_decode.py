@@ -187,11 +187,19 @@ class TestDecodeHooks(CustomTestCase):
         )  # -1 (no adapter), 0, 1 (rank 0), 2, ...
         ranks = torch.tensor([rank, 0, rank // 2, rank], device=DEVICE)
         outer = 1 if shared else experts
+        gate_up_a = _randn(num_loras, outer, 2 * rank, hidden, std=0.1)
+        gate_up_b = _randn(num_loras, experts, 2 * inter, rank, std=0.1)
+        down_a = _randn(num_loras, experts, rank, inter, std=0.1)
+        down_b = _randn(num_loras, outer, hidden, rank, std=0.1)
+        # The memory pool zero-pads an adapter below the buffers' rank.
+        gate_up_a[2, :, rank // 2 : rank] = gate_up_a[2, :, rank + rank // 2 :] = 0
+        down_a[2, :, rank // 2 :] = 0
+        gate_up_b[2, :, :, rank // 2 :] = down_b[2, :, :, rank // 2 :] = 0
         return LoRAInfo(
-            gate_up_lora_a_weights=_randn(num_loras, outer, 2 * rank, hidden, std=0.1),
-            gate_up_lora_b_weights=_randn(num_loras, experts, 2 * inter, rank, std=0.1),
-            down_lora_a_weights=_randn(num_loras, experts, rank, inter, std=0.1),
-            down_lora_b_weights=_randn(num_loras, outer, hidden, rank, std=0.1),
+            gate_up_lora_a_weights=gate_up_a,
+            gate_up_lora_b_weights=gate_up_b,
+            down_lora_a_weights=down_a,
+            down_lora_b_weights=down_b,
             seg_indptr=torch.arange(M + 1, dtype=torch.int32, device=DEVICE),
             req_to_lora=mapping.clone(),
             lora_ranks=ranks,
@@ -253,9 +261,12 @@ class TestDecodeHooks(CustomTestCase):
 
     @unittest.skipUnless(torch.cuda.is_available(), "fused_moe_lora is a CUDA op")
     def test_decode_matches_fused_moe_lora(self):
-        M, top_k, experts, hidden, inter, rank = 6, 8, 64, 256, 96, 32
-        for shared in (False, True):
-            with self.subTest(shared=shared):
+        for M, top_k, experts, hidden, inter, rank, shared in [
+            (6, 8, 64, 256, 96, 32, False),
+            (6, 8, 64, 256, 96, 32, True),
+            (3, 8, 128, 2048, 768, 32, False),  # Qwen3-30B-A3B's layer
+        ]:
+            with self.subTest(hidden=hidden, shared=shared):
                 info = self._lora_info(M, top_k, experts, hidden, inter, rank, shared)
                 args = self._inputs(M, top_k, experts, hidden, inter)
                 decode = self._run_hooks(info, *args)
@@ -297,6 +308,25 @@ class TestDecodeHooks(CustomTestCase):
                     self._run_hooks(info, *args)
                 calls = {n: kernels[n].call_count for n in names}
                 self.assertEqual(calls, {n: 2 * (n == expected) for n in names})
+
+    def test_mapping_shorter_than_the_batch_asserts(self):
+        info = self._lora_info(4, 2, 8, 32, 16, 8, False)
+        info.token_lora_mapping = info.token_lora_mapping[:3]
+        with self.assertRaises(AssertionError):
+            self._run_hooks(info, *self._inputs(4, 2, 8, 32, 16))
+
+    def test_graph_capture_builds_hooks_without_active_adapter(self):
+        # Capture batches have no adapter; the lora graph must record the kernels.
+        info = self._lora_info(2, 2, 4, 32, 16, 8, False)
+        info.has_active_lora = False
+        ids = torch.zeros(2, 2, dtype=torch.int32, device=DEVICE)
+        runner = "sglang.srt.model_executor.cuda_graph_runner"
+        for variant, has_hooks in (("lora", True), ("nolora", False)):
+            with self.subTest(variant=variant), mock.patch.object(
+                lora_moe_runners, "get_is_capture_mode", return_value=True
+            ), mock.patch(f"{runner}.get_capture_lora_variant", return_value=variant):
+                hooks = build_lora_hooks(_randn(2, 32), info, ids)
+                self.assertEqual(hooks.after_down is not None, has_hooks)
 
     def test_batch_without_active_adapter_has_no_hooks(self):
         info = self._lora_info(2, 2, 4, 32, 16, 8, False)

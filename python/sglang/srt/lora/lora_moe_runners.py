@@ -557,6 +557,7 @@ def build_lora_hooks(
 
         if get_capture_lora_variant() == "nolora":
             return LoRAHooks()
+    # Capture batches have no adapter, yet the lora graph must hold the kernels.
     elif not lora_info.has_active_lora:
         return LoRAHooks()
 

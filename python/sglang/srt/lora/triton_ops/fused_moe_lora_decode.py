@@ -110,7 +110,9 @@ def fused_moe_lora_decode(
     K, rank = hidden_states.shape[1], lora_b.shape[3]
     N = lora_b.shape[2] // num_slices
     assert lora_a.shape[2] == num_slices * rank and out_dim == num_slices * N
-    assert hidden_states.shape[0] in (M, M * top_k) and topk_ids.shape == (M, top_k)
+    # One row per token, or per pair: the first M * top_k rows, as fused_moe_lora.
+    assert hidden_states.shape[0] == M or hidden_states.shape[0] >= M * top_k
+    assert topk_ids.shape == (M, top_k) and token_lora_mapping.shape[0] >= M
     assert output.stride(2) == hidden_states.stride(1) == 1
     assert lora_a.stride(3) == lora_b.stride(3) == 1
     assert output.stride(0) == top_k * output.stride(1)
