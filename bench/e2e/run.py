@@ -105,7 +105,13 @@ def parse_args(argv=None):
         "--profile-modes",
         type=csv(harness.Mode.parse),
         default="graphs,eager",
-        help="modes to count kernels per decode step in (bs 1)",
+        help="modes to count kernels per decode step in",
+    )
+    p.add_argument(
+        "--profile-batch-sizes",
+        type=csv(int),
+        default=[1],
+        help="batch sizes of the profiled decode steps",
     )
     p.add_argument(
         "--check-only", action="store_true", help="outputs check only, no timing"
@@ -353,14 +359,20 @@ def main(argv=None):
                 save()
             if mode in args.profile_modes:
                 prof = results["profiles"].setdefault(mode.name, {})
-                for w in (f"r{max(args.ranks)}", "none"):
-                    lora = harness.workload_lora(w, 1, names)
+                profiled = [
+                    (w, bs)
+                    for bs in args.profile_batch_sizes
+                    for w in (f"r{max(args.ranks)}", "none")
+                ]
+                for w, bs in profiled:
+                    lora = harness.workload_lora(w, bs, names)
+                    key = w if bs == 1 else f"{w} bs={bs}"
                     for label, side in sides.items():
-                        trace_dir = args.out / f"trace-{mode.name}-{w}-{label}"
+                        trace_dir = args.out / f"trace-{mode.name}-{w}-bs{bs}-{label}"
                         try:
-                            prof.setdefault(w, {})[label] = side.call(
+                            prof.setdefault(key, {})[label] = side.call(
                                 "profile",
-                                input_ids=harness.prompts(1, args.prompt_len, 7),
+                                input_ids=harness.prompts(bs, args.prompt_len, 7),
                                 lora_path=lora,
                                 short=5,
                                 long=21,
@@ -384,9 +396,7 @@ def main(argv=None):
     for name, rows in results["speed"].items():
         print(f"\n### {name}\n\n{speed_table(rows)}")
     if results["profiles"]:
-        print(
-            f"\n### kernels per decode step (bs 1)\n\n{profile_table(results['profiles'])}"
-        )
+        print(f"\n### kernels per decode step\n\n{profile_table(results['profiles'])}")
     results["failures"] = failures
     save()
     if failures:
