@@ -14,7 +14,9 @@ run; launch = two empty Triton kernels.
 GPU time: triton.testing.do_bench_cudagraph (one CUDA graph of as many calls
 as fit in --rep ms, per call), --rounds rounds interleaving the variants;
 min / median / max. Before timing, decode must equal classic to bf16 rounding.
---sweep also times decode under other (BLOCK_K, BLOCK_N, num_warps).
+--sweep also times decode under other (BLOCK_K, BLOCK_N, num_warps), each
+with its K loop as written and unrolled (tl.static_range, from a copy of the
+kernel's source written to --out-dir: the product kernel is not changed).
 
 Run (GPU):   PYTHONPATH=build/sglang/python python bench/bench_moe_lora_decode.py
              [--shapes qwen3,kimi] [--batch-sizes 1,8,32,64] [--sweep]
@@ -23,6 +25,8 @@ Smoke (CPU): ... --smoke   a tiny shape, decode only, through the interpreter.
 
 import argparse
 import functools
+import importlib.util
+import inspect
 import os
 import statistics
 import sys
@@ -49,6 +53,8 @@ from sglang.srt.lora import lora_moe_runners, triton_ops
 from sglang.srt.lora.lora_moe_runners import LoRAInfo
 
 DECODE = triton_ops.fused_moe_lora_decode
+# The module (triton_ops re-exports its function under the same name).
+decode_module = importlib.import_module(DECODE.__module__)
 
 RANK, NUM_ADAPTERS, TOP_K = 32, 4, 8
 # name: (experts, hidden, moe_intermediate)
@@ -106,8 +112,9 @@ class Layer:
         self.lora_bytes = 2 * per_expert * len(pairs)
         self.alignment = None
 
-    def hooks(self, decode, config=None):
-        """Both hooks, in place on the caches (they accumulate: timing only)."""
+    def hooks(self, decode, impl=None):
+        """Both hooks, in place on the caches (they accumulate: timing only);
+        impl replaces fused_moe_lora_decode."""
         info, args = self.info, (self.topk_weights, self.topk_ids, self.info)
         if decode:
             extra = (info.token_lora_mapping, None, None, None, None)
@@ -119,11 +126,9 @@ class Layer:
             extra = (None, *self.alignment)
 
         def run():
-            # The hooks import fused_moe_lora_decode when called: swap in a config.
-            if config is not None:
-                triton_ops.fused_moe_lora_decode = functools.partial(
-                    DECODE, config=config
-                )
+            # The hooks import fused_moe_lora_decode when called: swap in impl.
+            if impl is not None:
+                triton_ops.fused_moe_lora_decode = impl
             try:
                 lora_moe_runners._add_lora_gate_up_delta(
                     self.x, self.cache1, *args, *extra, decode=decode
@@ -141,6 +146,21 @@ class Layer:
         self.cache3.zero_()
         run()
         return self.cache1.clone(), self.cache3.clone()
+
+
+def unrolled_decode(out_dir):
+    """fused_moe_lora_decode with the kernel's K loop unrolled: a copy of the
+    module's source with tl.static_range, written to out_dir and imported."""
+    loop = "    for k in range(0, K, BLOCK_K):"
+    source = inspect.getsource(decode_module)
+    assert source.count(loop) == 1, "the decode kernel's K loop is not as expected"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "fused_moe_lora_decode_unrolled.py"
+    path.write_text(source.replace(loop, loop.replace("range", "tl.static_range")))
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.fused_moe_lora_decode
 
 
 def spread(values):
@@ -178,11 +198,12 @@ def main():
     if args.smoke:
         layer = Layer("smoke", 3, device)
         first = layer.outputs(layer.hooks(decode=True))
-        again = layer.outputs(layer.hooks(decode=True, config=SWEEP[-1]))
         assert all(t.abs().sum() > 0 for t in first), "decode added nothing"
-        for a, b in zip(first, again):
-            torch.testing.assert_close(a, b, atol=2e-2, rtol=1e-2)
-        print("smoke: decode hooks ran (two configs agree); classic needs CUDA")
+        unrolled = unrolled_decode(args.out_dir)
+        for impl in (functools.partial(DECODE, config=SWEEP[-1]), unrolled):
+            for a, b in zip(first, layer.outputs(layer.hooks(True, impl))):
+                torch.testing.assert_close(a, b, atol=2e-2, rtol=1e-2)
+        print("smoke: decode hooks ran (a config and the unrolled copy agree)")
         return
 
     bandwidth = copy_bandwidth(device)
@@ -195,6 +216,7 @@ def main():
         f"{launch_floor * 1e3:.2f} µs",
         flush=True,
     )
+    unrolled = unrolled_decode(args.out_dir) if args.sweep else None
     rows = []
     for shape in args.shapes.split(","):
         for bs in map(int, args.batch_sizes.split(",")):
@@ -204,9 +226,13 @@ def main():
                 "decode": layer.hooks(decode=True),
             }
             if args.sweep:
+                variants["decode unrolled"] = layer.hooks(True, unrolled)
                 for config in SWEEP:
                     name = "decode K{BLOCK_K} N{BLOCK_N} w{num_warps}".format(**config)
-                    variants[name] = layer.hooks(decode=True, config=config)
+                    for label, impl in (("", DECODE), (" unrolled", unrolled)):
+                        variants[name + label] = layer.hooks(
+                            True, functools.partial(impl, config=config)
+                        )
             want = layer.outputs(variants["classic"])
             for name, run in variants.items():
                 got = layer.outputs(run)
