@@ -32,7 +32,7 @@ unapply: ## reset build/sglang to the pristine pin (refuses unexported work; FOR
 venv: ## build the test environment (.venv); offline with WHEELHOUSE=dir
 	tools/make_venv.sh
 
-test: venv ## run the registered tests and ours (CUDA if present, else CPU + Triton interpreter)
+test: ## run the registered tests and ours (CUDA if present, else CPU + Triton interpreter; builds .venv)
 	SGLANG_DIR=$(SGLANG_DIR) tools/run_tests.sh $(PYTEST_ARGS)
 
 check: venv ## patch headers, distro application (needs quilt), mirror, every prefix, pre-commit hooks

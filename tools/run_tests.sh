@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run the registered tests of the patched tree, then our own tests, with $VENV.
+# Run the registered tests of the patched tree, then our own tests, with $VENV
+# (built or reused by tools/make_venv.sh).
 # CUDA when a GPU is visible (compiled Triton kernels), else the CPU with
 # Triton's interpreter (TRITON_INTERPRET=1) running the same kernels.
 # The tree under test (SGLANG_DIR, by default build/sglang) is only read:
@@ -31,7 +32,8 @@ if [[ ! -d $SGLANG_DIR ]]; then
 fi
 SGLANG_DIR=$(cd "$SGLANG_DIR" && pwd)
 [[ -d $SGLANG_DIR/python/sglang ]] || die "$SGLANG_DIR has no python/sglang/; pass the root of an sglang clone (patched with 'make apply SGLANG_DIR=...')"
-[[ -x $python ]] || die "no test environment at $VENV; run 'make test' (it builds one)"
+# After the tree checks, so that a wrong SGLANG_DIR fails before minutes of installing.
+"$ROOT/tools/make_venv.sh"
 export PYTHONPATH=$SGLANG_DIR/python${PYTHONPATH:+:$PYTHONPATH}
 export SGLANG_DIR
 

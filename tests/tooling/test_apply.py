@@ -681,6 +681,17 @@ def test_ctrl_c_during_the_download_says_so(project, tmp_path):
     assert_no_tree(project)
 
 
+def test_make_test_on_a_missing_tree_fails_before_building_an_environment(
+    project, tmp_path
+):
+    venv = tmp_path / "venv"
+    result = run(
+        ["make", "test", "SGLANG_DIR=/nonexistent", f"VENV={venv}"], cwd=project
+    )
+    assert_fails(result, "/nonexistent does not exist")
+    assert not venv.exists()
+
+
 def test_tests_on_a_missing_tree_name_it(project):
     venv = str(Path(PYTHON).parents[1])
     result = run(
