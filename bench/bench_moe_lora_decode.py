@@ -15,8 +15,9 @@ GPU time: triton.testing.do_bench_cudagraph (one CUDA graph of as many calls
 as fit in --rep ms, per call), --rounds rounds interleaving the variants;
 min / median / max. Before timing, decode must equal classic to bf16 rounding.
 --sweep also times decode under other (BLOCK_K, BLOCK_N, num_warps), each
-with its K loop as written and unrolled (tl.static_range, from a copy of the
-kernel's source written to --out-dir: the product kernel is not changed).
+with the kernel as written and as VARIANTS edit it (the K loop unrolled with
+tl.static_range; also with one reduction after the loop), from copies of its
+source written to --out-dir: the product kernel is not changed.
 
 Run (GPU):   PYTHONPATH=build/sglang/python python bench/bench_moe_lora_decode.py
              [--shapes qwen3,kimi] [--batch-sizes 1,8,32,64] [--sweep]
@@ -148,15 +149,35 @@ class Layer:
         return self.cache1.clone(), self.cache3.clone()
 
 
-def unrolled_decode(out_dir):
-    """fused_moe_lora_decode with the kernel's K loop unrolled: a copy of the
-    module's source with tl.static_range, written to out_dir and imported."""
-    loop = "    for k in range(0, K, BLOCK_K):"
+LOOP = "    for k in range(0, K, BLOCK_K):"
+# Kernel variants for --sweep: edits of the kernel's source (each must match once).
+VARIANTS = {
+    "unrolled": [(LOOP, LOOP.replace("range", "tl.static_range"))],
+    "unrolled, one reduction": [
+        (LOOP, LOOP.replace("range", "tl.static_range")),
+        ("acc = tl.zeros((BLOCK_R,),", "acc = tl.zeros((BLOCK_R, BLOCK_K),"),
+        (
+            "acc += tl.sum(a.to(tl.float32) * x.to(tl.float32)[None, :], axis=1)",
+            "acc += a.to(tl.float32) * x.to(tl.float32)[None, :]",
+        ),
+        ("inter = acc.to(", "inter = tl.sum(acc, axis=1).to("),
+    ],
+}
+
+
+def decode_variant(name, out_dir):
+    """fused_moe_lora_decode from an edited copy of its module, written to
+    out_dir and imported: the product kernel itself is not changed."""
     source = inspect.getsource(decode_module)
-    assert source.count(loop) == 1, "the decode kernel's K loop is not as expected"
+    for old, new in VARIANTS[name]:
+        assert source.count(old) == 1, f"{name}: the kernel no longer has {old!r}"
+        source = source.replace(old, new)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "fused_moe_lora_decode_unrolled.py"
-    path.write_text(source.replace(loop, loop.replace("range", "tl.static_range")))
+    path = (
+        out_dir
+        / f"fused_moe_lora_decode_{name.replace(', ', '_').replace(' ', '_')}.py"
+    )
+    path.write_text(source)
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -199,11 +220,11 @@ def main():
         layer = Layer("smoke", 3, device)
         first = layer.outputs(layer.hooks(decode=True))
         assert all(t.abs().sum() > 0 for t in first), "decode added nothing"
-        unrolled = unrolled_decode(args.out_dir)
-        for impl in (functools.partial(DECODE, config=SWEEP[-1]), unrolled):
+        impls = [decode_variant(name, args.out_dir) for name in VARIANTS]
+        for impl in [functools.partial(DECODE, config=SWEEP[-1])] + impls:
             for a, b in zip(first, layer.outputs(layer.hooks(True, impl))):
                 torch.testing.assert_close(a, b, atol=2e-2, rtol=1e-2)
-        print("smoke: decode hooks ran (a config and the unrolled copy agree)")
+        print("smoke: decode hooks ran (a config and the kernel variants agree)")
         return
 
     bandwidth = copy_bandwidth(device)
@@ -216,7 +237,9 @@ def main():
         f"{launch_floor * 1e3:.2f} µs",
         flush=True,
     )
-    unrolled = unrolled_decode(args.out_dir) if args.sweep else None
+    variants_of = (
+        {n: decode_variant(n, args.out_dir) for n in VARIANTS} if args.sweep else {}
+    )
     rows = []
     for shape in args.shapes.split(","):
         for bs in map(int, args.batch_sizes.split(",")):
@@ -225,14 +248,14 @@ def main():
                 "classic": layer.hooks(decode=False),
                 "decode": layer.hooks(decode=True),
             }
-            if args.sweep:
-                variants["decode unrolled"] = layer.hooks(True, unrolled)
-                for config in SWEEP:
-                    name = "decode K{BLOCK_K} N{BLOCK_N} w{num_warps}".format(**config)
-                    for label, impl in (("", DECODE), (" unrolled", unrolled)):
-                        variants[name + label] = layer.hooks(
-                            True, functools.partial(impl, config=config)
-                        )
+            for label, impl in variants_of.items():
+                variants[f"decode {label}"] = layer.hooks(True, impl)
+            for config in SWEEP if args.sweep else []:
+                name = "decode K{BLOCK_K} N{BLOCK_N} w{num_warps}".format(**config)
+                for label, impl in {"": DECODE, **variants_of}.items():
+                    variants[f"{name} {label}".rstrip()] = layer.hooks(
+                        True, functools.partial(impl, config=config)
+                    )
             want = layer.outputs(variants["classic"])
             for name, run in variants.items():
                 got = layer.outputs(run)
