@@ -229,6 +229,20 @@ def speed_table(rows):
     return "\n".join(lines)
 
 
+def cross_mode(checks):
+    """Ours under CUDA graphs against the pin eager, request by request: the
+    pin's graph path is then out of the comparison. {label: [identical]}."""
+    pairs = (("graphs", "eager"), ("graphs+ve", "eager+ve"))
+    return {
+        f"ours {g} vs pin {e}": [
+            r["ours"] == q["pin"]
+            for r, q in zip(checks[g]["requests"], checks[e]["requests"])
+        ]
+        for g, e in pairs
+        if g in checks and e in checks
+    }
+
+
 def profile_table(profiles):
     lines = [
         "| mode | adapters | side | GPU kernels per decode step | GPU kernel µs per step "
@@ -397,6 +411,9 @@ def main(argv=None):
         print(f"\n### {name}\n\n{speed_table(rows)}")
     if results["profiles"]:
         print(f"\n### kernels per decode step\n\n{profile_table(results['profiles'])}")
+    results["cross_mode"] = cross_mode(results["checks"])
+    for label, same in results["cross_mode"].items():
+        print(f"\n{label}: {sum(same)} of {len(same)} requests token-identical")
     results["failures"] = failures
     save()
     if failures:

@@ -114,6 +114,18 @@ def test_check_fails_when_an_adapter_does_not_change_the_pins_tokens():
     ]
 
 
+def test_cross_mode_sets_ours_graphs_against_the_pin_eager():
+    def requests(pin, ours):
+        return {"requests": [{"pin": p, "ours": o} for p, o in zip(pin, ours)]}
+
+    checks = {
+        "graphs": requests([[1], [2]], [[5], [6]]),
+        "eager": requests([[5], [7]], [[5], [7]]),
+    }
+    assert run.cross_mode(checks) == {"ours graphs vs pin eager": [True, False]}
+    assert run.cross_mode({"graphs": checks["graphs"]}) == {}
+
+
 def test_measure_takes_the_decode_step_from_two_lengths():
     # pin: 2 ms per step with an adapter, 1 ms without; ours 10% faster with one.
     pin = ScriptedSide(lambda bs, lora: 2e-3 if lora else 1e-3, tokens, prefill_s=0.5)
