@@ -10,12 +10,10 @@ of pointers and strides.
 """
 
 import importlib
-import json
 import os
-import subprocess
-import sys
 
 import torch
+from sm90_compile import RecordingKernel, compile_for_sm90
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -29,17 +27,9 @@ RANKS = (8, 32, 128)
 TOP_K = 8
 
 
-class _RecordingKernel:
-    def __init__(self):
-        self.launches = []
-
-    def __getitem__(self, grid):
-        return lambda *args, **meta: self.launches.append((grid, args, meta))
-
-
 def _hook_launches(experts, hidden, inter, rank, monkeypatch):
     """The gate_up and down launches of one decode token (meta tensors: no data)."""
-    recorder = _RecordingKernel()
+    recorder = RecordingKernel()
     monkeypatch.setattr(decode, "_fused_moe_lora_decode_kernel", recorder)
 
     def empty(*shape, dtype=torch.bfloat16):
@@ -63,31 +53,10 @@ def _hook_launches(experts, hidden, inter, rank, monkeypatch):
     return recorder.launches
 
 
-COMPILE = """
-import json, sys, triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-from sglang.srt.lora.triton_ops.fused_moe_lora_decode import (
-    _fused_moe_lora_decode_kernel as k,
-)
-pointers = ["*bf16"] * 4 + ["*i32", "*fp32", "*i32", "*i32"]
-sizes = {}
-for name, meta in json.loads(sys.stdin.read()).items():
-    num_warps = meta.pop("num_warps")
-    ints = len(k.arg_names) - len(pointers) - len(meta)
-    signature = dict(zip(k.arg_names, pointers + ["i32"] * ints))
-    signature.update({c: "constexpr" for c in meta})
-    # The launcher's specialization: 16-byte aligned pointers and strides.
-    aligned = [i for i in range(len(pointers) + ints) if i != 5]
-    compiled = triton.compile(
-        ASTSource(k, signature, constexprs=meta,
-                  attrs={(i,): [["tt.divisibility", 16]] for i in aligned}),
-        target=GPUTarget("cuda", 90, 32),
-        options={"num_warps": num_warps},
-    )
-    sizes[name] = len(compiled.asm["cubin"])
-print(json.dumps(sizes))
-"""
+# Runtime arguments: 8 pointers, then 9 strides; all but topk_weights (5) are
+# specialized as 16-byte aligned by the launcher at real shapes.
+ARG_TYPES = ["*bf16"] * 4 + ["*i32", "*fp32", "*i32", "*i32"] + ["i32"] * 9
+ALIGNED = [i for i in range(len(ARG_TYPES)) if i != 5]
 
 
 def test_kernel_compiles_for_sm90(monkeypatch, tmp_path):
@@ -98,17 +67,8 @@ def test_kernel_compiles_for_sm90(monkeypatch, tmp_path):
             for hook, (grid, _, meta) in zip(("gate_up", "down"), hooks):
                 assert grid[0] == TOP_K and grid[1] == (2 if hook == "gate_up" else 1)
                 assert grid[2] * meta["BLOCK_N"] >= meta["N"], (shape, rank, hook)
-                launches[f"{shape} r{rank} {hook}"] = meta
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["TRITON_CACHE_DIR"] = str(tmp_path)
-    proc = subprocess.run(
-        [sys.executable, "-c", COMPILE],
-        input=json.dumps(launches),
-        capture_output=True,
-        text=True,
-        env=env,
+                warps = meta.pop("num_warps")
+                launches[f"{shape} r{rank} {hook}"] = (ARG_TYPES, meta, warps, ALIGNED)
+    compile_for_sm90(
+        decode.__name__, "_fused_moe_lora_decode_kernel", launches, tmp_path
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    sizes = json.loads(proc.stdout.splitlines()[-1])
-    assert sorted(sizes) == sorted(launches)
-    assert all(size > 0 for size in sizes.values()), sizes

@@ -1,20 +1,16 @@
 """The MoE LoRA metadata kernel compiles for Hopper in every tile shape that
 _compute_moe_lora_info picks, without a GPU.
 
-Triton's interpreter (the CPU test mode) runs the kernel's Python, which
-accepts programs the compiler rejects (a loop-carried variable changing
-shape, for one). So the tile shapes the launcher picks for a range of batches
-are recorded and each is compiled to a cubin for sm_90 with Triton's own
-compiler and ptxas, which need no GPU, in a process without the interpreter.
+The interpreter accepted a loop-carried shape change that the compiler
+rejects; so the tile shapes the launcher picks for a range of batches are
+recorded and each is compiled to an sm_90 cubin (sm90_compile.py).
 """
 
 import inspect
-import json
 import os
-import subprocess
-import sys
 
 import torch
+from sm90_compile import RecordingKernel, compile_for_sm90
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -35,23 +31,10 @@ BATCHES = {
 }
 
 
-class _RecordingKernel:
-    """Stands in for the kernel object during one call: records the launch."""
-
-    def __init__(self):
-        self.launches = []
-
-    def __getitem__(self, grid):
-        def launch(*args, **meta):
-            self.launches.append((grid, args, meta))
-
-        return launch
-
-
 def _launch_of(seg_lens, num_loras, monkeypatch):
     seg_indptr = torch.zeros(len(seg_lens) + 1, dtype=torch.int32)
     seg_indptr[1:] = torch.tensor(seg_lens).cumsum(0)
-    recorder = _RecordingKernel()
+    recorder = RecordingKernel()
     monkeypatch.setattr(base_backend, "_compute_moe_lora_info_kernel", recorder)
     base_backend._compute_moe_lora_info(
         sum(seg_lens),
@@ -67,28 +50,6 @@ def _launch_of(seg_lens, num_loras, monkeypatch):
     return recorder.launches[0]
 
 
-# Run without TRITON_INTERPRET, which swaps Triton's own jit helpers for
-# interpreted ones: {"name": (pointer dtypes, int args, meta)} -> cubin sizes.
-COMPILE = """
-import json, sys, triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-from sglang.srt.lora.backend.base_backend import _compute_moe_lora_info_kernel as k
-sizes = {}
-for name, (pointers, num_ints, meta) in json.loads(sys.stdin.read()).items():
-    num_warps = meta.pop("num_warps")
-    signature = dict(zip(k.arg_names, pointers + ["i32"] * num_ints))
-    signature.update({c: "constexpr" for c in meta})
-    compiled = triton.compile(
-        ASTSource(k, signature, constexprs=meta),
-        target=GPUTarget("cuda", 90, 32),
-        options={"num_warps": num_warps},
-    )
-    sizes[name] = len(compiled.asm["cubin"])
-print(json.dumps(sizes))
-"""
-
-
 def test_kernel_compiles_for_sm90(monkeypatch, tmp_path):
     kernel = base_backend._compute_moe_lora_info_kernel
     names = list(inspect.signature(kernel.fn).parameters)
@@ -101,20 +62,9 @@ def test_kernel_compiles_for_sm90(monkeypatch, tmp_path):
         assert grid[0] * 1024 >= sum(seg_lens), batch
         assert meta["BLOCK_L"] >= num_loras, batch
         pointers = ["*i32" if a.dtype == torch.int32 else "*i64" for a in args[:5]]
-        meta = {n: meta[n] for n in constexprs} | {
-            "num_warps": kwargs.get("num_warps", 4)
-        }
-        launches[batch] = (pointers, len(names) - 5 - len(constexprs), meta)
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["TRITON_CACHE_DIR"] = str(tmp_path)
-    proc = subprocess.run(
-        [sys.executable, "-c", COMPILE],
-        input=json.dumps(launches),
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    sizes = json.loads(proc.stdout.splitlines()[-1])
-    assert sorted(sizes) == sorted(BATCHES)
-    assert all(size > 0 for size in sizes.values()), sizes
+        meta = {n: meta[n] for n in constexprs}
+        ints = ["i32"] * (len(names) - 5 - len(constexprs))
+        launches[batch] = (pointers + ints, meta, kwargs.get("num_warps", 4), [])
+    assert sorted(launches) == sorted(BATCHES)
+    module = base_backend.__name__
+    compile_for_sm90(module, "_compute_moe_lora_info_kernel", launches, tmp_path)

@@ -1,0 +1,63 @@
+"""Shared by the *_compiles tests: record a Triton kernel's launches without
+running it, and compile them for Hopper (sm_90) without a GPU.
+
+Triton's interpreter (the CPU test mode) runs a kernel's Python, which accepts
+programs the compiler rejects, so the recorded launches are compiled to cubins
+with Triton's own compiler and ptxas, in a process without TRITON_INTERPRET
+(which swaps Triton's jit helpers for interpreted ones).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+
+class RecordingKernel:
+    """Stands in for a kernel object: records (grid, args, meta) per launch."""
+
+    def __init__(self):
+        self.launches = []
+
+    def __getitem__(self, grid):
+        return lambda *args, **meta: self.launches.append((grid, args, meta))
+
+
+COMPILE = """
+import importlib, json, sys, triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+module, name, launches = json.loads(sys.stdin.read())
+kernel = getattr(importlib.import_module(module), name)
+sizes = {}
+for label, (types, meta, num_warps, aligned) in launches.items():
+    signature = dict(zip(kernel.arg_names, types))
+    signature.update({c: "constexpr" for c in meta})
+    attrs = {(i,): [["tt.divisibility", 16]] for i in aligned}
+    compiled = triton.compile(
+        ASTSource(kernel, signature, constexprs=meta, attrs=attrs),
+        target=GPUTarget("cuda", 90, 32),
+        options={"num_warps": num_warps},
+    )
+    sizes[label] = len(compiled.asm["cubin"])
+print(json.dumps(sizes))
+"""
+
+
+def compile_for_sm90(module, name, launches, tmp_path):
+    """Compile kernel `name` of `module` once per launch; launches maps a label
+    to (runtime argument types, constexprs, num_warps, indices of the
+    arguments specialized as 16-byte aligned). Asserts every cubin was built."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", COMPILE],
+        input=json.dumps([module, name, launches]),
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sizes = json.loads(proc.stdout.splitlines()[-1])
+    assert sorted(sizes) == sorted(launches)
+    assert all(size > 0 for size in sizes.values()), sizes
