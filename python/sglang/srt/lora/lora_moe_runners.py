@@ -363,16 +363,6 @@ def _add_lora_gate_up_delta(
     # Detect gated vs non-gated from A buffer rank dimension.
     # Gated: A has 2*r rows (gate + up). Non-gated: A has 1*r rows (w1 only).
     is_gated = gate_up_a.shape[2] > r
-    if is_gated:
-        inter_size = gate_up_b.shape[2] // 2
-        lora_a_stacked = [gate_up_a[:, :, :r, :], gate_up_a[:, :, r : 2 * r, :]]
-        lora_b_stacked = [
-            gate_up_b[:, :, :inter_size, :],
-            gate_up_b[:, :, inter_size:, :],
-        ]
-    else:
-        lora_a_stacked = [gate_up_a]
-        lora_b_stacked = [gate_up_b]
 
     if decode:
         fused_moe_lora_decode(
@@ -402,6 +392,16 @@ def _add_lora_gate_up_delta(
             routing_cache=routing_cache,
         )
     else:
+        if is_gated:
+            inter_size = gate_up_b.shape[2] // 2
+            lora_a_stacked = [gate_up_a[:, :, :r, :], gate_up_a[:, :, r : 2 * r, :]]
+            lora_b_stacked = [
+                gate_up_b[:, :, :inter_size, :],
+                gate_up_b[:, :, inter_size:, :],
+            ]
+        else:
+            lora_a_stacked = [gate_up_a]
+            lora_b_stacked = [gate_up_b]
         blk = _get_moe_lora_block_config(r)
         fused_moe_lora(
             output=intermediate_cache,
