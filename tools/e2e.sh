@@ -19,22 +19,24 @@ PIN_WORKTREE=$(realpath -m "${E2E_PIN_TREE:-$BUILD_DIR/sglang-pin}")
 command -v nvidia-smi >/dev/null || die "no nvidia-smi: make e2e runs sglang's engine on a CUDA GPU"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >&2
 
+# worktree DIR REV: a fresh detached checkout of $PIN_TREE's REV in DIR.
+worktree() {
+	rm -rf "$1"
+	git -C "$PIN_TREE" worktree prune
+	git -C "$PIN_TREE" worktree add --quiet --detach "$1" "$2" ||
+		die "could not check out $2 of $PIN_TREE into $1"
+}
+
 "$ROOT/apply.sh"
 # The pin side: the pristine tag, checked out beside the patched tree.
-rm -rf "$PIN_WORKTREE"
-git -C "$PIN_TREE" worktree prune
-git -C "$PIN_TREE" worktree add --quiet --detach "$PIN_WORKTREE" "$PIN_TAG" ||
-	die "could not check out $PIN_TAG of $PIN_TREE into $PIN_WORKTREE"
+worktree "$PIN_WORKTREE" "$PIN_TAG"
 ours=$PIN_TREE
 count=$(git -C "$PIN_TREE" rev-list --count "$PIN_TAG..HEAD")
 if [[ -n ${E2E_SERIES:-} ]]; then
 	[[ $E2E_SERIES =~ ^[0-9]+$ && $E2E_SERIES -ge 1 && $E2E_SERIES -le $count ]] ||
 		die "E2E_SERIES=$E2E_SERIES: give a patch count from 1 to $count"
 	ours=$BUILD_DIR/sglang-ours
-	rm -rf "$ours"
-	git -C "$PIN_TREE" worktree prune
-	git -C "$PIN_TREE" worktree add --quiet --detach "$ours" "HEAD~$((count - E2E_SERIES))" ||
-		die "could not check out the first $E2E_SERIES patches of $PIN_TREE into $ours"
+	worktree "$ours" "HEAD~$((count - E2E_SERIES))"
 	count=$E2E_SERIES
 fi
 note "pin: $PIN_WORKTREE ($PIN_TAG); ours: $ours ($count patches)"
