@@ -230,16 +230,18 @@ def speed_table(rows):
 
 
 def cross_mode(checks):
-    """Ours under CUDA graphs against the pin eager, request by request: the
-    pin's graph path is then out of the comparison. {label: [identical]}."""
+    """Each side under CUDA graphs against the pin eager, request by request:
+    the eager pin is the reference that no graph path touches.
+    {label: [identical]}."""
     pairs = (("graphs", "eager"), ("graphs+ve", "eager+ve"))
     return {
-        f"ours {g} vs pin {e}": [
-            r["ours"] == q["pin"]
+        f"{side} {g} vs pin {e}": [
+            r[side] == q["pin"]
             for r, q in zip(checks[g]["requests"], checks[e]["requests"])
         ]
         for g, e in pairs
         if g in checks and e in checks
+        for side in ("ours", "pin")
     }
 
 

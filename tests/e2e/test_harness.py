@@ -114,7 +114,7 @@ def test_check_fails_when_an_adapter_does_not_change_the_pins_tokens():
     ]
 
 
-def test_cross_mode_sets_ours_graphs_against_the_pin_eager():
+def test_cross_mode_sets_each_side_under_graphs_against_the_pin_eager():
     def requests(pin, ours):
         return {"requests": [{"pin": p, "ours": o} for p, o in zip(pin, ours)]}
 
@@ -122,7 +122,10 @@ def test_cross_mode_sets_ours_graphs_against_the_pin_eager():
         "graphs": requests([[1], [2]], [[5], [6]]),
         "eager": requests([[5], [7]], [[5], [7]]),
     }
-    assert run.cross_mode(checks) == {"ours graphs vs pin eager": [True, False]}
+    assert run.cross_mode(checks) == {
+        "ours graphs vs pin eager": [True, False],
+        "pin graphs vs pin eager": [False, False],
+    }
     assert run.cross_mode({"graphs": checks["graphs"]}) == {}
 
 
