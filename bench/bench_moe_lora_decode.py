@@ -15,9 +15,9 @@ GPU time: triton.testing.do_bench_cudagraph (one CUDA graph of as many calls
 as fit in --rep ms, per call), --rounds rounds interleaving the variants;
 min / median / max. Before timing, decode must equal classic to bf16 rounding.
 --sweep also times decode under other (BLOCK_K, BLOCK_N, num_warps), each
-with the kernel as written and as VARIANTS edit it (the K loop unrolled with
-tl.static_range; also with one reduction after the loop), from copies of its
-source written to --out-dir: the product kernel is not changed.
+with the kernel as written (its K loop unrolled with tl.static_range) and as
+VARIANTS edit it (a plain loop; one reduction after the loop), from copies of
+its source written to --out-dir: the product kernel is not changed.
 
 Run (GPU):   PYTHONPATH=build/sglang/python python bench/bench_moe_lora_decode.py
              [--shapes qwen3,kimi] [--batch-sizes 1,8,32,64] [--sweep]
@@ -65,11 +65,11 @@ SHAPES = {
     "smoke": (8, 64, 32),
 }
 SWEEP = [
-    {"BLOCK_K": 64, "BLOCK_N": 128, "num_warps": 4},
-    {"BLOCK_K": 256, "BLOCK_N": 256, "num_warps": 4},
-    {"BLOCK_K": 256, "BLOCK_N": 256, "num_warps": 8},
+    {"BLOCK_K": 128, "BLOCK_N": 256, "num_warps": 4},  # the first default (rank 32)
+    {"BLOCK_K": 256, "BLOCK_N": 128, "num_warps": 4},
     {"BLOCK_K": 512, "BLOCK_N": 128, "num_warps": 8},
-    {"BLOCK_K": 128, "BLOCK_N": 64, "num_warps": 2},
+    {"BLOCK_K": 512, "BLOCK_N": 256, "num_warps": 16},
+    {"BLOCK_K": 1024, "BLOCK_N": 256, "num_warps": 16},
 ]
 
 
@@ -149,12 +149,11 @@ class Layer:
         return self.cache1.clone(), self.cache3.clone()
 
 
-LOOP = "    for k in range(0, K, BLOCK_K):"
+LOOP = "    for k in tl.static_range(0, K, BLOCK_K):"
 # Kernel variants for --sweep: edits of the kernel's source (each must match once).
 VARIANTS = {
-    "unrolled": [(LOOP, LOOP.replace("range", "tl.static_range"))],
-    "unrolled, one reduction": [
-        (LOOP, LOOP.replace("range", "tl.static_range")),
+    "looped": [(LOOP, LOOP.replace("tl.static_range", "range"))],
+    "one reduction": [
         ("acc = tl.zeros((BLOCK_R,),", "acc = tl.zeros((BLOCK_R, BLOCK_K),"),
         (
             "acc += tl.sum(a.to(tl.float32) * x.to(tl.float32)[None, :], axis=1)",

@@ -121,8 +121,10 @@ def main(argv=None):
         f"# 0.5.12 moe_lora_align_block_size, graph buffers for max_bs={args.max_bs}, "
         f"{args.max_loras} adapter slots, top-{args.top_k}; {torch.cuda.get_device_name()}"
     )
-    print("| weight_indices tail | bs | pin's graph arguments: wrong / missing "
-          "(token, adapter) pairs | sliced to bs: wrong / missing |")
+    print(
+        "| weight_indices tail | bs | pin's graph arguments: wrong / missing "
+        "(token, adapter) pairs | sliced to bs: wrong / missing |"
+    )
     print("|---|---|---|---|")
     for r in rows:
         print(

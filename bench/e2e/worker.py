@@ -58,14 +58,19 @@ class Side:
             sampling_params=sampling,
             lora_path=lora_path,
             return_logprob=return_logprob,
+            # The runner-up of each greedy step: how near a tie it was.
+            top_logprobs_num=2 if return_logprob else None,
         )
         seconds = time.perf_counter() - start
         results = []
         for out in outputs:
             item = {"output_ids": list(out["output_ids"])}
             if return_logprob:
-                item["logprobs"] = [
-                    lp for lp, _, _ in out["meta_info"]["output_token_logprobs"]
+                meta = out["meta_info"]
+                item["logprobs"] = [lp for lp, _, _ in meta["output_token_logprobs"]]
+                item["top2"] = [
+                    [[tok, lp] for lp, tok, _ in top]
+                    for top in meta["output_top_logprobs"]
                 ]
             results.append(item)
         return {"seconds": seconds, "outputs": results}

@@ -37,6 +37,11 @@ class ScriptedSide:
             item = {"output_ids": toks}
             if return_logprob:
                 item["logprobs"] = [-1.0 - 0.001 * t for t in toks]
+                # A runner-up a whole unit behind: no step is a near tie.
+                item["top2"] = [
+                    [[t, lp], [t + 1, lp - 1.0]]
+                    for t, lp in zip(toks, item["logprobs"])
+                ]
             outputs.append(item)
         step = (
             self.step_s(len(input_ids), lora_path[0])
@@ -101,6 +106,55 @@ def test_check_fails_when_ours_differs_in_one_token():
 
     report = check(ScriptedSide(1e-3, tokens), ScriptedSide(1e-3, off_by_one))
     assert len(report["failures"]) == 1 and "position 2" in report["failures"][0]
+
+
+def test_check_explains_a_flip_to_the_pins_runner_up_at_a_near_tie_only():
+    class NearTie(ScriptedSide):
+        """The pin's step 2 of request 4 is a near tie (gap `gap`), whose
+        runner-up is ours' token there."""
+
+        def __init__(self, gap):
+            super().__init__(1e-3, tokens)
+            self.gap = gap
+
+        def call(self, op, input_ids, lora_path, max_new_tokens, return_logprob=False):
+            result = super().call(
+                op, input_ids, lora_path, max_new_tokens, return_logprob
+            )
+            if return_logprob:
+                (best, lp), _ = result["outputs"][4]["top2"][2]
+                result["outputs"][4]["top2"][2] = [
+                    [best, lp],
+                    [best + 1, lp - self.gap],
+                ]
+            return result
+
+    def ours_flips(ids, lora, k):
+        return tokens(ids, lora, k) + (k == 2 and lora == "r16")
+
+    class Noisy(ScriptedSide):
+        """Ours' logprobs 1e-3 off the pin's: the rounding noise of the check."""
+
+        def call(self, *args, **kwargs):
+            result = super().call(*args, **kwargs)
+            for item in result["outputs"]:
+                if "logprobs" in item:
+                    item["logprobs"] = [lp + 1e-3 for lp in item["logprobs"]]
+            return result
+
+    report = check(NearTie(gap=2e-3), Noisy(1e-3, ours_flips))
+    assert report["failures"] == []
+    (flipped,) = [r for r in report["requests"] if not r["identical"]]
+    assert flipped["lora"] == "r16" and flipped["first_diff"] == 2
+    assert flipped["near_tie"]
+    # The same flip where the pin's runner-up is far behind: a real difference.
+    report = check(NearTie(gap=0.5), Noisy(1e-3, ours_flips))
+    assert len(report["failures"]) == 1 and "position 2" in report["failures"][0]
+    # Or where ours' token is not the pin's runner-up.
+    report = check(
+        NearTie(gap=2e-3), Noisy(1e-3, lambda i, l, k: ours_flips(i, l, k) + (k == 2))
+    )
+    assert len(report["failures"]) >= 1
 
 
 def test_check_fails_when_an_adapter_does_not_change_the_pins_tokens():

@@ -24,12 +24,18 @@ class RecordingKernel:
 
 
 COMPILE = """
-import importlib, json, sys, triton
+import importlib, json, os, re, shutil, subprocess, sys, tempfile, triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 module, name, launches = json.loads(sys.stdin.read())
 kernel = getattr(importlib.import_module(module), name)
-sizes = {}
+# The ptxas Triton compiles with: its own unless TRITON_PTXAS_PATH names one.
+ptxas = os.environ.get("TRITON_PTXAS_PATH") or os.path.join(
+    os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas"
+)
+if not os.path.exists(ptxas):
+    ptxas = shutil.which("ptxas")
+result = {}
 for label, (types, meta, num_warps, aligned) in launches.items():
     signature = dict(zip(kernel.arg_names, types))
     signature.update({c: "constexpr" for c in meta})
@@ -39,15 +45,27 @@ for label, (types, meta, num_warps, aligned) in launches.items():
         target=GPUTarget("cuda", 90, 32),
         options={"num_warps": num_warps},
     )
-    sizes[label] = len(compiled.asm["cubin"])
-print(json.dumps(sizes))
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx") as ptx:
+        ptx.write(compiled.asm["ptx"])
+        ptx.flush()
+        report = subprocess.run(
+            [ptxas, "-v", "--gpu-name", "sm_90a", ptx.name, "-o", os.devnull],
+            capture_output=True, text=True, check=True,
+        ).stderr
+    spills = re.search(r"(\\d+) bytes spill stores", report)
+    result[label] = {
+        "cubin": len(compiled.asm["cubin"]),
+        "spill_bytes": int(spills.group(1)) if spills else None,
+    }
+print(json.dumps(result))
 """
 
 
 def compile_for_sm90(module, name, launches, tmp_path):
     """Compile kernel `name` of `module` once per launch; launches maps a label
     to (runtime argument types, constexprs, num_warps, indices of the
-    arguments specialized as 16-byte aligned). Asserts every cubin was built."""
+    arguments specialized as 16-byte aligned). Asserts every cubin was built;
+    returns {label: bytes of register spill stores, from ptxas -v}."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_CACHE_DIR"] = str(tmp_path)
     proc = subprocess.run(
@@ -58,6 +76,8 @@ def compile_for_sm90(module, name, launches, tmp_path):
         env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    sizes = json.loads(proc.stdout.splitlines()[-1])
-    assert sorted(sizes) == sorted(launches)
-    assert all(size > 0 for size in sizes.values()), sizes
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert sorted(result) == sorted(launches)
+    assert all(r["cubin"] > 0 for r in result.values()), result
+    assert all(r["spill_bytes"] is not None for r in result.values()), result
+    return {label: r["spill_bytes"] for label, r in result.items()}

@@ -26,6 +26,7 @@ def _fused_moe_lora_decode_kernel(
     topk_weights_ptr,  # (num_pairs,)
     token_lora_mapping_ptr,  # (num_tokens,), -1 for no adapter
     adapter_enabled_ptr,  # (num_loras,)
+    num_loras,
     stride_xm,
     stride_al,
     stride_ae,
@@ -43,26 +44,40 @@ def _fused_moe_lora_decode_kernel(
     BLOCK_R: tl.constexpr,
     BLOCK_K: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    BLOCK_L: tl.constexpr,
 ):
     pair = tl.program_id(0)
     slice_id = tl.program_id(1)
     token = pair // TOP_K
+    # Memory latency, not bandwidth, bounds a decode batch: the loads come in
+    # two rounds, the routing and then every operand at once.
     lora = tl.load(token_lora_mapping_ptr + token)
     expert = tl.load(topk_ids_ptr + pair)
+    loras = tl.arange(0, BLOCK_L)
+    enabled = tl.load(adapter_enabled_ptr + loras, mask=loras < num_loras, other=0)
     if (lora < 0) | (expert < 0):
         return
-    if tl.load(adapter_enabled_ptr + lora) == 0:
+    if tl.sum(tl.where(loras == lora, enabled, 0)) == 0:
         return
     lora = lora.to(tl.int64)
     expert = expert.to(tl.int64)
 
-    # Shrink: the rank-sized intermediate of this slice.
     rows = tl.arange(0, BLOCK_R)
+    cols = tl.program_id(2) * BLOCK_N + tl.arange(0, BLOCK_N)
+    b_cols = b_ptr + lora * stride_bl + expert * stride_be
+    b_cols += (slice_id * N + cols)[:, None] * stride_bn
+    b_mask = (cols[:, None] < N) & (rows[None, :] < RANK)
+    b = tl.load(b_cols + rows[None, :], mask=b_mask, other=0.0)
+    out = out_ptr + pair.to(tl.int64) * stride_om + slice_id * N + cols
+    old = tl.load(out, mask=cols < N)
+
+    # Shrink: the rank-sized intermediate of this slice, the K loop unrolled
+    # so that its loads issue together.
     a_rows = a_ptr + lora * stride_al + expert * stride_ae
     a_rows += (slice_id * RANK + rows)[:, None] * stride_ar
     x_row = x_ptr + (pair if X_PER_PAIR else token).to(tl.int64) * stride_xm
     acc = tl.zeros((BLOCK_R,), dtype=tl.float32)
-    for k in range(0, K, BLOCK_K):
+    for k in tl.static_range(0, K, BLOCK_K):
         ks = k + tl.arange(0, BLOCK_K)
         x = tl.load(x_row + ks, mask=ks < K, other=0.0)
         a_mask = (rows[:, None] < RANK) & (ks[None, :] < K)
@@ -71,16 +86,9 @@ def _fused_moe_lora_decode_kernel(
     inter = acc.to(out_ptr.dtype.element_ty).to(tl.float32)
 
     # Expand: one block of this slice's output columns.
-    cols = tl.program_id(2) * BLOCK_N + tl.arange(0, BLOCK_N)
-    b_cols = b_ptr + lora * stride_bl + expert * stride_be
-    b_cols += (slice_id * N + cols)[:, None] * stride_bn
-    b_mask = (cols[:, None] < N) & (rows[None, :] < RANK)
-    b = tl.load(b_cols + rows[None, :], mask=b_mask, other=0.0)
     delta = tl.sum(b.to(tl.float32) * inter[None, :], axis=1)
     if MUL_ROUTED_WEIGHT:
         delta *= tl.load(topk_weights_ptr + pair)
-    out = out_ptr + pair.to(tl.int64) * stride_om + slice_id * N + cols
-    old = tl.load(out, mask=cols < N)
     delta = delta.to(out_ptr.dtype.element_ty).to(tl.float32)
     tl.store(out, (old.to(tl.float32) + delta).to(old.dtype), mask=cols < N)
 
@@ -104,7 +112,7 @@ def fused_moe_lora_decode(
     lora_a is (num_loras, num_experts or 1, num_slices * rank, K), lora_b
     (num_loras, num_experts or 1, num_slices * N, rank); an expert dimension of
     1 (experts_shared_outer_loras) serves every expert. config may set
-    BLOCK_K, BLOCK_N and num_warps (default: tiles of about 4K and 8K elements).
+    BLOCK_K, BLOCK_N and num_warps (default: 8K-element tiles, 8 warps).
     """
     M, top_k, out_dim = output.shape
     K, rank = hidden_states.shape[1], lora_b.shape[3]
@@ -119,7 +127,9 @@ def fused_moe_lora_decode(
     assert topk_ids.is_contiguous() and topk_weights.is_contiguous()
     config = config or {}
     block_r = max(triton.next_power_of_2(rank), 16)
-    block_k = config.get("BLOCK_K", min(triton.next_power_of_2(K), 4096 // block_r))
+    # Tiles of 8K elements on 8 warps: no register spills up to rank 128 at
+    # hidden 7168 (ptxas, sm_90).
+    block_k = config.get("BLOCK_K", min(triton.next_power_of_2(K), 8192 // block_r))
     block_n = config.get("BLOCK_N", min(triton.next_power_of_2(N), 8192 // block_r))
     grid = (M * top_k, num_slices, triton.cdiv(N, block_n))
     _fused_moe_lora_decode_kernel[grid](
@@ -131,6 +141,7 @@ def fused_moe_lora_decode(
         topk_weights,
         token_lora_mapping,
         adapter_enabled,
+        adapter_enabled.shape[0],
         hidden_states.stride(0),
         lora_a.stride(0),
         lora_a.stride(1) if lora_a.shape[1] > 1 else 0,
@@ -148,5 +159,6 @@ def fused_moe_lora_decode(
         BLOCK_R=block_r,
         BLOCK_K=block_k,
         BLOCK_N=block_n,
-        num_warps=config.get("num_warps", 4),
+        BLOCK_L=triton.next_power_of_2(adapter_enabled.shape[0]),
+        num_warps=config.get("num_warps", 8),
     )
