@@ -229,6 +229,26 @@ def speed_table(rows):
     return "\n".join(lines)
 
 
+def eager_of(mode_name):
+    return mode_name.replace("graphs", "eager")
+
+
+def graph_failures(checks):
+    """Ours under a graph mode must give its tokens of the eager mode."""
+    failures = []
+    for g in checks:
+        e = eager_of(g)
+        if e == g or e not in checks:
+            continue
+        for i, (r, q) in enumerate(zip(checks[g]["requests"], checks[e]["requests"])):
+            if r["ours"] != q["ours"]:
+                failures.append(
+                    f"{g}: request {i} (adapter {r['lora']}): ours gives other "
+                    f"tokens than ours {e}: {r['ours']} vs {q['ours']}"
+                )
+    return failures
+
+
 def cross_mode(checks):
     """Each side under CUDA graphs against the pin eager, request by request:
     the eager pin is the reference that no graph path touches.
@@ -301,6 +321,7 @@ def main(argv=None):
         "engine": {},
     }
     failures = []
+    names_run = {m.name for m in args.modes}
 
     def save():
         (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
@@ -337,7 +358,12 @@ def main(argv=None):
                 logprob_atol=args.logprob_atol,
             )
             results["checks"][mode.name] = check
-            failures += [f"{mode.name}: {f}" for f in check["failures"]]
+            # 0.5.12's graph path hands its MoE LoRA alignment the whole graph
+            # buffers (bench/e2e/graph_padding.py): where the eager pin runs
+            # too, it is the reference, and ours under graphs must match ours
+            # eager (after the loop).
+            if eager_of(mode.name) not in names_run:
+                failures += [f"{mode.name}: {f}" for f in check["failures"]]
             print(
                 f"==> {mode.name}: outputs check: {len(check['requests'])} requests, "
                 f"max logprob diff {check['max_logprob_diff']:.3g}, "
@@ -414,6 +440,7 @@ def main(argv=None):
     if results["profiles"]:
         print(f"\n### kernels per decode step\n\n{profile_table(results['profiles'])}")
     results["cross_mode"] = cross_mode(results["checks"])
+    failures += graph_failures(results["checks"])
     for label, same in results["cross_mode"].items():
         print(f"\n{label}: {sum(same)} of {len(same)} requests token-identical")
     results["failures"] = failures

@@ -183,6 +183,18 @@ def test_cross_mode_sets_each_side_under_graphs_against_the_pin_eager():
     assert run.cross_mode({"graphs": checks["graphs"]}) == {}
 
 
+def test_graph_failures_set_ours_graphs_against_ours_eager():
+    def requests(ours):
+        return {"requests": [{"lora": None, "pin": [0], "ours": o} for o in ours]}
+
+    checks = {"graphs": requests([[5], [6]]), "eager": requests([[5], [7]])}
+    (failure,) = run.graph_failures(checks)
+    assert failure.startswith("graphs: request 1")
+    checks["eager"] = requests([[5], [6]])
+    assert run.graph_failures(checks) == []
+    assert run.graph_failures({"graphs": checks["graphs"]}) == []
+
+
 def test_measure_takes_the_decode_step_from_two_lengths():
     # pin: 2 ms per step with an adapter, 1 ms without; ours 10% faster with one.
     pin = ScriptedSide(lambda bs, lora: 2e-3 if lora else 1e-3, tokens, prefill_s=0.5)

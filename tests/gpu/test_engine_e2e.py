@@ -3,8 +3,9 @@
 Runs on a CUDA machine through tools/e2e.sh (make e2e), which builds both trees
 and sets E2E_PIN_TREE and E2E_OURS_TREE; skipped elsewhere. Both engines serve
 one batch mixing every adapter with requests without one, eagerly and under
-CUDA graphs: each adapter must change the pin's tokens, and the patched tree
-must give the pin's tokens and logprobs.
+CUDA graphs: each adapter must change the pin's tokens, the patched tree must
+give the eager pin's tokens and logprobs (or differ first at a near tie), and
+its tokens under graphs must be its eager ones.
 """
 
 import os
@@ -66,10 +67,9 @@ def test_adapters_change_the_pins_tokens(results, mode):
     assert all(pos is not None for pos in first_diff.values()), first_diff
 
 
-@pytest.mark.parametrize("mode", ["graphs", "eager"])
-def test_ours_gives_the_pins_tokens(results, mode):
+def test_ours_gives_the_pins_tokens_eagerly(results):
     _, res = results
-    check = res["checks"][mode]
+    check = res["checks"]["eager"]
     assert check["batch"] == 8 and {r["lora"] for r in check["requests"]} == {
         "r8",
         "r16",
@@ -78,10 +78,17 @@ def test_ours_gives_the_pins_tokens(results, mode):
         None,
     }
     assert check["failures"] == []
-    assert all(
-        r["identical"] and len(r["pin"]) == check["new_tokens"]
-        for r in check["requests"]
-    )
+    assert all(len(r["pin"]) == check["new_tokens"] for r in check["requests"])
+
+
+def test_ours_under_graphs_gives_its_eager_tokens(results):
+    # The eager pin is the reference: 0.5.12's graph path assigns adapters
+    # to tokens that do not use them (bench/e2e/graph_padding.py).
+    _, res = results
+    graphs, eager = res["checks"]["graphs"], res["checks"]["eager"]
+    assert [r["ours"] for r in graphs["requests"]] == [
+        r["ours"] for r in eager["requests"]
+    ]
 
 
 def test_run_reports_success(results):
