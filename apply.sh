@@ -6,24 +6,73 @@
 set -euo pipefail
 source "$(dirname "$0")/tools/lib.sh"
 
-if [[ $# -gt 1 ]]; then
-	die "usage: $0 [SGLANG_DIR]"
-fi
-
-if [[ -n ${1:-} ]]; then
-	[[ -d $1 ]] || die "SGLANG_DIR $1 does not exist; pass the root of an sglang clone"
-	"$ROOT/tools/apply_series.sh" "$1"
-	exit 0
-fi
-
-# The tree being built, and the one it replaces; removed on any exit, so a
-# failure leaves nothing half-done. A run killed outright leaves them behind:
-# the next run removes them (it holds the lock, so no other run owns them).
+[[ $# -le 1 ]] || die "usage: $0 [SGLANG_DIR]"
+load_series
+version=$(lock_value version)
+# Removed on any exit: the scratch index (a clone) or the tree being built and the
+# one it replaces (build/). A run killed outright leaves .sglang.new.*: the next
+# run removes them (it holds the lock, so no other run owns them).
 tmp=
 trap '[[ -z $tmp ]] || rm -rf "$tmp"' EXIT
 
+report() {
+	for patch in "${SERIES[@]}"; do note "applied $(basename "$patch")"; done
+}
+
+# apply_clone DIR: the series into the working tree of the clone DIR with git apply
+# (the whole series or none of it). It is first tried on a scratch index and object
+# directory, which name the patch at fault and write nothing into DIR's .git.
+apply_clone() {
+	local dir top objects failed= err= patch reversed
+	[[ -d $1 ]] || die "SGLANG_DIR $1 does not exist; pass the root of an sglang clone"
+	dir=$(cd "$1" && pwd -P)
+	top=$(git -C "$dir" rev-parse --show-toplevel 2>/dev/null) || die "$dir is not a git repository; pass the root of an sglang clone"
+	# git apply run below a repository's root silently skips the paths outside it.
+	[[ $(cd "$top" && pwd -P) == "$dir" ]] || die "$dir is not the root of its repository; pass $top"
+	tmp=$(mktemp -d)
+	mkdir "$tmp/objects"
+	objects=$(cd "$dir" && cd "$(git rev-parse --git-path objects)" && pwd)
+	scratch_git() {
+		GIT_INDEX_FILE=$tmp/index GIT_OBJECT_DIRECTORY=$tmp/objects \
+			GIT_ALTERNATE_OBJECT_DIRECTORIES=$objects git -C "$dir" "$@"
+	}
+	# series_on_head: the scratch index becomes HEAD plus the series; false (with
+	# failed and err set) at the first patch that does not fit.
+	series_on_head() {
+		scratch_git read-tree HEAD
+		for patch in "${SERIES[@]}"; do
+			err=$(scratch_git apply --cached "$patch" 2>&1) || {
+				failed=$patch
+				return 1
+			}
+		done
+	}
+
+	if ! is_clean "$dir"; then
+		if series_on_head && scratch_git diff --quiet && [[ -z $(scratch_git ls-files --others --exclude-standard) ]]; then
+			note "$dir already has the series in its working tree; nothing to do"
+			return 0
+		fi
+		die "$dir has uncommitted changes or untracked files (not the series); commit or stash them first"
+	fi
+	if ! series_on_head; then
+		mapfile -t reversed < <(printf '%s\n' "${SERIES[@]}" | tac)
+		if scratch_git read-tree HEAD && scratch_git apply --cached --reverse "${reversed[@]}" 2>/dev/null; then
+			note "$dir already has the series committed; nothing to do"
+			return 0
+		fi
+		echo "$err" >&2
+		die "$(basename "$failed") does not apply to $dir (git's reason above; nothing was changed): is it sglang $version?"
+	fi
+	git -C "$dir" apply "${SERIES[@]}" || die "git apply failed in $dir after the dry run passed (nothing was changed)"
+	report
+	note "series applied to the working tree of $dir"
+}
+
+# apply_pin: build/sglang, the pristine pin plus one commit per patch, built in a
+# scratch tree that replaces it only once the whole series is in.
 apply_pin() {
-	local digest lost
+	local digest lost pin err failed
 	rm -rf "$BUILD_DIR"/.sglang.new.*
 	digest=$(build_digest)
 	if [[ -e $PIN_TREE ]]; then
@@ -44,7 +93,14 @@ apply_pin() {
 	pin=$("$ROOT/tools/fetch_pin.sh")
 	tmp=$(mktemp -d "$BUILD_DIR/.sglang.new.XXXXXX")
 	"$ROOT/tools/unpack_pin.sh" "$pin" "$tmp/sglang"
-	TREE_LABEL="the pristine sglang $(lock_value version)" "$ROOT/tools/apply_series.sh" --commit "$tmp/sglang"
+	if ! err=$(GIT_COMMITTER_NAME="sglang-moe-lora-info" GIT_COMMITTER_EMAIL="build@invalid" \
+		git -C "$tmp/sglang" am --quiet --keep-non-patch --committer-date-is-author-date "${SERIES[@]}" 2>&1); then
+		grep '^error:' <<<"$err" >&2 || true
+		# git am stopped at the first patch that does not apply: the one after its commits.
+		failed=${SERIES[$(git -C "$tmp/sglang" rev-list --count "$PIN_TAG..HEAD")]}
+		die "$(basename "$failed") does not apply to the pristine sglang $version (git's reason above; nothing was changed); fix it, or rebuild patches/ with 'make refresh'"
+	fi
+	report
 	echo "$digest $(git -C "$tmp/sglang" rev-parse HEAD)" >"$tmp/sglang/.git/moe-lora-info-applied"
 	if [[ -e $PIN_TREE ]]; then
 		mv "$PIN_TREE" "$tmp/old"
@@ -53,4 +109,8 @@ apply_pin() {
 	note "series applied: $PIN_TREE (pristine tag $PIN_TAG)"
 }
 
-with_lock "$BUILD_DIR/.lock" apply_pin
+if [[ -n ${1:-} ]]; then
+	apply_clone "$1"
+else
+	with_lock "$BUILD_DIR/.lock" apply_pin
+fi
