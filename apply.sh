@@ -23,7 +23,7 @@ report() {
 # (the whole series or none of it). It is first tried on a scratch index and object
 # directory, which name the patch at fault and write nothing into DIR's .git.
 apply_clone() {
-	local dir top objects failed= err= patch reversed
+	local dir top objects failed='' err='' patch reversed
 	[[ -d $1 ]] || die "SGLANG_DIR $1 does not exist; pass the root of an sglang clone"
 	dir=$(cd "$1" && pwd -P)
 	top=$(git -C "$dir" rev-parse --show-toplevel 2>/dev/null) || die "$dir is not a git repository; pass the root of an sglang clone"

@@ -41,7 +41,11 @@ FIELDS = {
         rf"(upstream|backport|vendor|other)(,\s*\S+)?|{URL}",
         "upstream|backport|vendor|other[, URL] or a URL",
     ),
-    "Forwarded": (("Forwarded",), rf"no|not-needed|yes|{URL}", "no, not-needed, yes or a URL"),
+    "Forwarded": (
+        ("Forwarded",),
+        rf"no|not-needed|yes|{URL}",
+        "no, not-needed, yes or a URL",
+    ),
     "Last-Update": (("Last-Update",), r"\d{4}-\d{2}-\d{2}", "a date YYYY-MM-DD"),
 }
 OPTIONAL = {
@@ -86,7 +90,9 @@ def check_dep3(fields) -> list[str]:
         if len(values) > 1:
             problems.append(f"{label} given {len(values)} times ({', '.join(present)})")
         value = values[0]
-        if not re.fullmatch(pattern, value) or (label == "Last-Update" and not is_date(value)):
+        if not re.fullmatch(pattern, value) or (
+            label == "Last-Update" and not is_date(value)
+        ):
             problems.append(f"{label} {value!r} is not {what}")
     return problems
 
@@ -147,7 +153,10 @@ def main() -> int:
         patch = read_patch(path)
         problems += [f"patches/{path.name}: {p}" for p in check_patch(patch)]
         diff = patch.text[patch.text.find("\ndiff ") :]
-        for key in (("diff", hashlib.sha256(diff.encode()).hexdigest()), ("subject", patch.subject)):
+        for key in (
+            ("diff", hashlib.sha256(diff.encode()).hexdigest()),
+            ("subject", patch.subject),
+        ):
             if key[1] and key in seen:
                 problems.append(
                     f"patches/{path.name} duplicates the {key[0]} of patches/{seen[key]}"

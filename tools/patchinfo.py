@@ -80,7 +80,11 @@ def _files(lines: list[str]) -> list[FileDiff]:
                 kind, text = body[:1], body[1:]
                 if kind == "\\":
                     continue  # "\ No newline at end of file"
-                (diff.added if kind == "+" else diff.removed if kind == "-" else diff.kept).append(text)
+                (
+                    diff.added
+                    if kind == "+"
+                    else diff.removed if kind == "-" else diff.kept
+                ).append(text)
                 old_left -= kind != "+"
                 new_left -= kind != "-"
     return files

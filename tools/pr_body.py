@@ -98,7 +98,9 @@ def recorded(doc: str, what: str, absent: str = "") -> str:
     if cards and dates:
         head = f"Recorded on {', '.join(cards)}; dates: {', '.join(dates)}."
     else:
-        lacking = " and ".join(n for n, v in (("card", cards), ("date", dates)) if not v)
+        lacking = " and ".join(
+            n for n, v in (("card", cards), ("date", dates)) if not v
+        )
         head = f"**docs/{doc} names no {lacking} for its figures: add them before posting.**"
         print(f"warning: docs/{doc} names no {lacking}", file=sys.stderr)
     return f"{head}\n\n{for_upstream(text, f'docs/{doc}')}"
@@ -112,10 +114,13 @@ def checklist(patches) -> str:
             for d in p.files
         ),
         "results": all(
-            (ROOT / "docs" / doc).exists() for doc in ("gpu-validation.md", "benchmarks.md")
+            (ROOT / "docs" / doc).exists()
+            for doc in ("gpu-validation.md", "benchmarks.md")
         ),
     }
-    return "\n".join(f"- [{'x' if ticks.get(k) else ' '}] {item}" for item, k in CHECKLIST)
+    return "\n".join(
+        f"- [{'x' if ticks.get(k) else ' '}] {item}" for item, k in CHECKLIST
+    )
 
 
 def main() -> int:

@@ -34,44 +34,43 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from patchinfo import code_names, defined_names, message_names, read_patch  # noqa: E402
 
 OFFSET_RE = re.compile(r"Hunk #(\d+) succeeded at (\d+) \(offset (-?\d+) lines?\)")
+ORDER = ("applies cleanly", "applies with offset", "conflicts", "already upstream")
 
 
 def patch_cmd(tree: Path, patch: Path, *extra: str) -> subprocess.CompletedProcess:
     # -f: never guess that a patch is reversed; -F0: exact context, as dpkg-source.
     cmd = ["patch", "-p1", "-f", "-F0", "--no-backup-if-mismatch", "-d", str(tree)]
-    cmd += [*extra, "-i", str(patch)]
-    return subprocess.run(cmd, capture_output=True, text=True)
+    return subprocess.run(
+        [*cmd, *extra, "-i", str(patch)], capture_output=True, text=True
+    )
 
 
-def words(path: Path) -> set[str]:
-    if not path.is_file():
-        return set()
-    return set(re.findall(r"\b\w+\b", path.read_text(errors="replace")))
+def text_of(path: Path) -> str:
+    return path.read_text(errors="replace") if path.is_file() else ""
 
 
 def defines(text: str, name: str) -> bool:
     """Whether TEXT defines NAME: a def, a class or a class-level annotated field."""
     name = re.escape(name)
-    as_def = rf"(?:async\s+)?(?:def|class)\s+{name}\b"
-    as_field = rf"{name}\s*:[^=,\n]+(?:=[^,\n]*)?$"
-    return re.search(rf"^\s*(?:{as_def}|{as_field})", text, re.M) is not None
+    pattern = rf"^\s*(?:(?:async\s+)?(?:def|class)\s+{name}\b|{name}\s*:[^=,\n]+(?:=[^,\n]*)?$)"
+    return re.search(pattern, text, re.M) is not None
 
 
 def defined_elsewhere(target: Path, name: str) -> str | None:
     """The first file under python/ or test/ of TARGET that defines NAME."""
-    for top in ("python", "test"):
-        root = target / top
-        if not root.is_dir():
-            continue
-        grep = subprocess.run(
-            ["grep", "-rlw", "--include=*.py", name, str(root)],
-            capture_output=True,
-            text=True,
-        )
-        for hit in sorted(grep.stdout.split()):
-            if defines(Path(hit).read_text(errors="replace"), name):
-                return str(Path(hit).relative_to(target))
-    return None
+    tops = [str(target / top) for top in ("python", "test") if (target / top).is_dir()]
+    if not tops:
+        return None
+    grep = ["grep", "-rlw", "--include=*.py", name, *tops]
+    hits = subprocess.run(grep, capture_output=True, text=True).stdout.split()
+    return next(
+        (
+            str(Path(h).relative_to(target))
+            for h in sorted(hits)
+            if defines(text_of(Path(h)), name)
+        ),
+        None,
+    )
 
 
 def equivalent_change(patch, target: Path) -> tuple[bool, list[str]]:
@@ -79,43 +78,34 @@ def equivalent_change(patch, target: Path) -> tuple[bool, list[str]]:
     mentioned = message_names(patch)
     keys, uses, gone = [], [], []
     for diff in patch.files:
-        added = defined_names(diff.added) - defined_names(diff.removed)
-        removed = defined_names(diff.removed) - defined_names(diff.added)
-        keys += [(diff.path, n) for n in sorted(added & mentioned)]
-        gone += [(diff.path, n) for n in sorted(removed & mentioned)]
+        added, removed = defined_names(diff.added), defined_names(diff.removed)
+        keys += [(diff.path, n) for n in sorted((added - removed) & mentioned)]
+        gone += [(diff.path, n) for n in sorted((removed - added) & mentioned)]
         new = code_names(diff.added) - code_names(diff.removed + diff.kept)
         uses += [(diff.path, n) for n in sorted(new & mentioned)]
-    if not keys:
-        keys = uses
-    if not keys:
+    if not (keys or uses):
         return False, []
     evidence, missing = [], []
-    for path, name in keys:
+    for path, name in keys or uses:
         # A definition may have moved to another file upstream; a use may not.
-        moved = None if (path, name) in uses else defined_elsewhere(target, name)
-        if name in words(target / path):
+        if re.search(rf"\b{re.escape(name)}\b", text_of(target / path)):
             evidence.append(f"`{name}` in {path}")
-        elif moved:
+        elif (path, name) not in uses and (moved := defined_elsewhere(target, name)):
             evidence.append(f"`{name}` in {moved}")
         else:
             missing.append(name)
     for path, name in gone:
-        file = target / path
-        if file.is_file() and defines(file.read_text(errors="replace"), name):
+        if defines(text_of(target / path), name):
             missing.append(f"{name} (still defined)")
         else:
             evidence.append(f"`{name}` gone from {path}")
     if missing and evidence:
-        missing = sorted(set(missing))
-        return False, [
-            f"partly present: {', '.join(evidence)}; missing: {', '.join(missing)}"
-        ]
-    if missing:
-        return False, []
-    return True, evidence
+        partly = f"partly present: {', '.join(evidence)}; missing: {', '.join(sorted(set(missing)))}"
+        return False, [partly]
+    return not missing, [] if missing else evidence
 
 
-def _with_files(lines):
+def with_files(lines):
     """Pair each line of patch's output with the file it was patching."""
     current = ""
     for line in lines:
@@ -133,18 +123,16 @@ def try_patch(patch, path: Path, target: Path, scratch: Path) -> tuple[str, str]
         )
     same, evidence = equivalent_change(patch, target)
     if same:
-        return (
-            "already upstream",
-            f"equivalent change present: {', '.join(evidence)}",
-        )
+        return "already upstream", f"equivalent change present: {', '.join(evidence)}"
     dry = patch_cmd(scratch, path, "--dry-run")
     if dry.returncode == 0:
         patch_cmd(scratch, path)
         offsets = {}
-        for current, line in _with_files(dry.stdout.splitlines()):
+        for current, line in with_files(dry.stdout.splitlines()):
             if m := OFFSET_RE.search(line):
-                hunk = f"hunk #{m[1]} at line {m[2]} ({int(m[3]):+d})"
-                offsets.setdefault(current, []).append(hunk)
+                offsets.setdefault(current, []).append(
+                    f"hunk #{m[1]} at line {m[2]} ({int(m[3]):+d})"
+                )
         if offsets:
             return "applies with offset", "; ".join(
                 f"{file}: {', '.join(hunks)}" for file, hunks in offsets.items()
@@ -152,19 +140,16 @@ def try_patch(patch, path: Path, target: Path, scratch: Path) -> tuple[str, str]
         return "applies cleanly", ""
     # Apply it to a throwaway copy to collect the rejected hunks.
     with tempfile.TemporaryDirectory() as tmp:
-        copy = Path(tmp) / "tree"
+        copy, rej = Path(tmp) / "tree", Path(tmp) / "rejects"
         shutil.copytree(scratch, copy)
-        rej = Path(tmp) / "rejects"
         out = patch_cmd(copy, path, "-r", str(rej))
-        rejected = rej.read_text(errors="replace") if rej.exists() else ""
+        rejected = text_of(rej)
     failed = [
         f"{current}: {line.split(' -- ')[0]}" if "FAILED at" in line else line
-        for current, line in _with_files((out.stdout + out.stderr).splitlines())
+        for current, line in with_files((out.stdout + out.stderr).splitlines())
         if re.search(r"FAILED at|can't find file|No file to patch", line)
     ]
-    detail = "\n".join(failed)
-    if evidence:
-        detail += f"\n({evidence[0]})"
+    detail = "\n".join(failed + [f"({e})" for e in evidence[:1]])
     if rejected:
         detail += f"\n\n```diff\n{rejected.rstrip()}\n```"
     return "conflicts", detail.strip()
@@ -181,16 +166,15 @@ def main() -> int:
     target = args.target.resolve()
 
     patches = [(path, read_patch(path)) for path in args.patches]
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
-        scratch = Path(tmp) / "scratch"
-        scratch.mkdir()
+        scratch = Path(tmp)
         # Only the files the series touches: a full clone is large and read-only here.
         for diff in (d for _, p in patches for d in p.files if d.old_path):
             src, dst = target / diff.old_path, scratch / diff.old_path
             if src.is_file() and not dst.exists():
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, dst)
-        results = []
         for path, patch in patches:
             status, detail = try_patch(patch, path, target, scratch)
             if status == "applies cleanly" and not (target / "test").is_dir():
@@ -201,44 +185,45 @@ def main() -> int:
                     )
             results.append((path.name, status, detail))
 
-    order = ("applies cleanly", "applies with offset", "conflicts", "already upstream")
-    counts = {s: sum(r[1] == s for r in results) for s in order}
-    print(f"# Rebase report: the series on {args.name}\n")
+    counts = {s: sum(r[1] == s for r in results) for s in ORDER}
+    out = [f"# Rebase report: the series on {args.name}\n"]
     if args.command:
-        print(f"- Command: `{args.command}`")
-    print(f"- Target: {args.source}")
-    print(
-        f"- Series: {len(results)} patches from patches/series, tried in order with `patch -p1 -F0`"
-    )
-    print(f"- Run on: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d} (UTC)\n")
-    print("| # | patch | result |")
-    print("|---|---|---|")
+        out.append(f"- Command: `{args.command}`")
+    out += [
+        f"- Target: {args.source}",
+        f"- Series: {len(results)} patches from patches/series, tried in order with `patch -p1 -F0`",
+        f"- Run on: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d} (UTC)\n",
+        "| # | patch | result |",
+        "|---|---|---|",
+    ]
     for i, (name, status, detail) in enumerate(results, 1):
-        short = status
         if status == "already upstream":
-            short += (
-                " (reverse-applies)"
+            how = (
+                "reverse-applies"
                 if "reverse" in detail
-                else " (equivalent change present)"
+                else "equivalent change present"
             )
-        print(f"| {i} | `{name}` | {short} |")
-    summary = ", ".join(f"{s}: {n}" for s, n in counts.items() if n)
-    print(f"\nSummary: {summary}.\n")
-    if counts.get("already upstream"):
-        print(
+            status = f"{status} ({how})"
+        out.append(f"| {i} | `{name}` | {status} |")
+    out.append(
+        f"\nSummary: {', '.join(f'{s}: {n}' for s, n in counts.items() if n)}.\n"
+    )
+    if counts["already upstream"]:
+        out.append(
             "Patches already upstream are to be dropped from patches/series when the "
             "pin moves to this release; the others are rebased with `make refresh`.\n"
         )
-    print("## Per patch\n")
+    out.append("## Per patch\n")
     for i, (name, status, detail) in enumerate(results, 1):
-        print(
-            f"### {i}. {name}\n\n**{status}**"
-            + (f": {detail}" if detail and "\n" not in detail else "")
+        one_line = detail and "\n" not in detail
+        out.append(
+            f"### {i}. {name}\n\n**{status}**" + (f": {detail}" if one_line else "")
         )
-        if detail and "\n" in detail:
-            print(f"\n{detail}")
-        print()
-    return 1 if counts.get("conflicts") else 0
+        if detail and not one_line:
+            out.append(f"\n{detail}")
+        out.append("")
+    print("\n".join(out))
+    return 1 if counts["conflicts"] else 0
 
 
 if __name__ == "__main__":
