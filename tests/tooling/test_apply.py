@@ -6,103 +6,58 @@ All runs go through `run` from conftest, which blocks the package registry.
 """
 
 import hashlib
+import os
 import re
 import shutil
+import signal
+import subprocess
 import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import PIN_FILE, PIN_TAG, PYTHON, ROOT, copy_project, run
+from conftest import (
+    LORA_UTILS,
+    PIN_FILE,
+    PIN_TAG,
+    PYTHON,
+    SERIES,
+    assert_fails,
+    clean_env,
+    copy_project,
+    created,
+    git,
+    head,
+    make_apply,
+    output,
+    porcelain,
+    run,
+    subject,
+    touched,
+    tree_bytes,
+)
 
-TAG = PIN_TAG
-SERIES = [
-    line.split()[0]
-    for line in (ROOT / "patches" / "series").read_text().splitlines()
-    if line.strip() and not line.lstrip().startswith("#")
-]
 THIRD = SERIES[2]
-MOE_TEST = "test/registered/lora/test_moe_lora_info.py"
-REGISTERED_TESTS = [MOE_TEST, "test/registered/lora/test_fused_moe_lora_decode.py"]
-LORA_UTILS = "python/sglang/srt/lora/utils.py"
-
-
-# --- helpers -----------------------------------------------------------------
-
-
-def git(repo, *args):
-    return run(["git", "-C", str(repo), *args], cwd=repo, check=True).stdout.strip()
-
-
-def head(repo):
-    return git(repo, "rev-parse", "HEAD")
-
-
-def porcelain(repo):
-    # Ignored files count too: a clean tree here has nothing at all besides HEAD.
-    cmd = ["git", "-C", str(repo), "status", "--porcelain", "--ignored", "-uall"]
-    return run(cmd, cwd=repo, check=True).stdout.rstrip("\n")
-
-
-def output(result):
-    return result.stdout + result.stderr
-
-
-def assert_fails(result, *needles):
-    """RESULT exited non-zero and its output mentions every NEEDLE."""
-    text = output(result)
-    assert result.returncode != 0, f"expected a failure, got success:\n{text}"
-    for needle in needles:
-        assert needle.lower() in text.lower(), f"{needle!r} not in:\n{text}"
+REGISTERED_TESTS = [
+    "test/registered/lora/test_fused_moe_lora_decode.py",
+    "test/registered/lora/test_moe_lora_info.py",
+]
 
 
 def assert_no_tree(project):
     """No build/sglang and no half-built scratch tree next to it."""
     build = project / "build"
-    assert not (build / "sglang").exists()
     leftovers = [p.name for p in build.iterdir()] if build.exists() else []
     assert [n for n in leftovers if n != ".lock"] == [], leftovers
 
 
-def make_apply(project, env=None, sglang_dir=None):
-    cmd = ["make", "-C", str(project), "apply"]
-    if sglang_dir is not None:
-        cmd.append(f"SGLANG_DIR={sglang_dir}")
-    return run(cmd, cwd=project, env=env)
-
-
 def snapshot(root, *subdirs):
     """Every file under ROOT/SUBDIR as {relative path: bytes}."""
-    files = {}
-    for sub in subdirs:
-        for path in sorted((root / sub).rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts:
-                files[str(path.relative_to(root))] = path.read_bytes()
-    return files
-
-
-def patch_subject(patch):
-    """The Subject: header of a format-patch file, unfolded, minus [PATCH]."""
-    lines = patch.read_text().splitlines()
-    start = next(i for i, x in enumerate(lines) if x.startswith("Subject: "))
-    subject = lines[start][len("Subject: ") :]
-    for line in lines[start + 1 :]:
-        if not line.startswith((" ", "\t")):
-            break
-        subject += " " + line.strip()
-    return re.sub(r"^\[PATCH[^\]]*\]\s*", "", subject)
-
-
-def patch_files(patch):
-    return set(re.findall(r"^diff --git a/(\S+) b/", patch.read_text(), re.M))
-
-
-def created_files(patch):
-    pattern = r"^diff --git a/(\S+) b/\S+\nnew file mode"
-    return set(re.findall(pattern, patch.read_text(), re.M))
-
-
-def blob_sha1(data):
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    return {
+        str(path.relative_to(root)): path.read_bytes()
+        for sub in subdirs
+        for path in sorted((root / sub).rglob("*"))
+        if path.is_file() and "__pycache__" not in path.parts
+    }
 
 
 def break_third_patch(project):
@@ -115,13 +70,12 @@ def break_third_patch(project):
     patch.write_text("".join(lines))
 
 
-def tree_bytes(root):
-    """Every file under ROOT, .git included, as {relative path: (mode, bytes)}."""
-    return {
-        str(p.relative_to(root)): (p.stat().st_mode, p.read_bytes())
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.is_symlink()
-    }
+def wrong_sha256(project):
+    lock = project / "upstream.lock"
+    real = lock.read_text()
+    wrong = re.sub(r"^sha256=.*$", "sha256=" + "0" * 64, real, flags=re.M)
+    assert wrong != real
+    lock.write_text(wrong)
 
 
 def last_line(result):
@@ -129,100 +83,58 @@ def last_line(result):
     return lines[-1] if lines else ""
 
 
-# --- fixtures ----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def applied(tmp_path_factory):
-    """A project copy after one `make apply`; tests using it must not mutate it."""
-    project = copy_project(tmp_path_factory.mktemp("applied") / "project")
-    result = make_apply(project)
-    assert result.returncode == 0, output(result)
-    return project, result
-
-
-@pytest.fixture
-def applied_copy(applied, tmp_path):
-    """A private copy of the applied project, for tests that change it."""
-    dest = tmp_path / "project"
-    shutil.copytree(applied[0], dest, symlinks=True)
-    return dest
-
-
-@pytest.fixture
-def pristine_clone(applied, tmp_path):
-    """A user's clean sglang clone at the pristine tag."""
-    clone = tmp_path / "clone"
-    run(
-        ["git", "clone", "-q", str(applied[0] / "build" / "sglang"), str(clone)],
-        cwd=tmp_path,
-        check=True,
-    )
-    git(clone, "reset", "-q", "--hard", TAG)
-    assert porcelain(clone) == ""
-    return clone
-
-
 @pytest.fixture
 def patched_clone(applied, pristine_clone):
     """The pristine clone after `make apply SGLANG_DIR=` (working tree only)."""
-    run(
-        ["make", "-C", str(applied[0]), "apply", f"SGLANG_DIR={pristine_clone}"],
-        cwd=applied[0],
-        check=True,
-    )
+    assert make_apply(applied, sglang_dir=pristine_clone).returncode == 0
     return pristine_clone
 
 
 # --- 1, 2: a good apply, and applying again ----------------------------------
 
 
-def test_apply_builds_pristine_tag_plus_one_commit_per_patch(applied):
-    project, result = applied
+def test_apply_builds_pristine_tag_plus_one_commit_per_patch(first_apply):
+    project, result = first_apply
     text = output(result)
-    assert result.returncode == 0, text
     # Offline on a warm cache: the pin comes from the cache, re-verified.
     assert "cached, sha256 verified" in text
     assert "downloading" not in text
     # Each patch is reported, in series order.
-    reported = re.findall(r"applied (\S+\.patch)", text)
-    assert reported == SERIES
+    assert re.findall(r"applied (\S+\.patch)", text) == SERIES
 
     tree = project / "build" / "sglang"
-    assert (tree / ".git").is_dir()
-    pristine = git(tree, "rev-parse", f"{TAG}^{{commit}}")
+    pristine = git(tree, "rev-parse", f"{PIN_TAG}^{{commit}}")
     assert git(tree, "rev-list", "--max-parents=0", "HEAD") == pristine
 
     # The tag is exactly the wheel's sglang/ package, laid out as python/sglang/.
     with zipfile.ZipFile(project / ".cache" / "pin" / PIN_FILE) as zf:
         wheel = {
-            "python/" + m: blob_sha1(zf.read(m))
+            "python/" + m: hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
             for m in zf.namelist()
             if m.startswith("sglang/") and not m.endswith("/")
+            for data in [zf.read(m)]
         }
     tagged = {}
-    for line in git(tree, "ls-tree", "-r", TAG).splitlines():
+    for line in git(tree, "ls-tree", "-r", PIN_TAG).splitlines():
         meta, path = line.split("\t", 1)
         tagged[path] = meta.split()[2]
     assert tagged == wheel
 
     # One commit per patch, same subjects, same files, in order.
-    commits = git(tree, "rev-list", "--reverse", f"{TAG}..HEAD").splitlines()
+    commits = git(tree, "rev-list", "--reverse", f"{PIN_TAG}..HEAD").splitlines()
     assert len(commits) == len(SERIES)
     for commit, name in zip(commits, SERIES):
         patch = project / "patches" / name
-        assert git(tree, "log", "-1", "--format=%s", commit) == patch_subject(patch)
+        assert git(tree, "log", "-1", "--format=%s", commit) == subject(patch)
         changed = git(tree, "diff-tree", "--no-commit-id", "--name-only", "-r", commit)
-        assert set(changed.splitlines()) == patch_files(patch), name
+        assert set(changed.splitlines()) == touched(patch), name
     assert porcelain(tree) == ""
 
 
 def test_apply_again_is_a_noop_that_says_so(applied):
-    project, first = applied
-    assert first.returncode == 0, output(first)
-    tree = project / "build" / "sglang"
+    tree = applied / "build" / "sglang"
     before = head(tree)
-    result = make_apply(project)
+    result = make_apply(applied)
     assert result.returncode == 0, output(result)
     assert "nothing to do" in output(result)
     # Nothing was fetched or applied again.
@@ -233,14 +145,6 @@ def test_apply_again_is_a_noop_that_says_so(applied):
 
 
 # --- 3: hash mismatch --------------------------------------------------------
-
-
-def wrong_sha256(project):
-    lock = project / "upstream.lock"
-    real = lock.read_text()
-    wrong = re.sub(r"^sha256=.*$", "sha256=" + "0" * 64, real, flags=re.M)
-    assert wrong != real
-    lock.write_text(wrong)
 
 
 def test_wrong_sha256_in_lock_is_blamed_on_the_lock(project):
@@ -285,7 +189,7 @@ def test_corrupt_cached_pin_is_refused(project, damage):
         data[len(data) // 2] ^= 0xFF
     pin.write_bytes(bytes(data))
     result = make_apply(project)
-    assert_fails(result, "sha256", PIN_FILE)
+    assert_fails(result, "sha256", f"cached pin {pin} is corrupt")
     assert "is corrupt" in last_line(result) and "delete it" in last_line(result)
     # The corrupt file was not used: nothing unpacked, nothing applied.
     assert "applied 0001" not in output(result)
@@ -330,18 +234,6 @@ def test_broken_patch_leaves_clone_untouched(applied_copy, pristine_clone):
     assert tree_bytes(pristine_clone) == before
 
 
-def test_missing_patch_file_leaves_clone_untouched(applied_copy, pristine_clone):
-    # A series naming a patch that is not there must stop before any patch
-    # touches the tree, like one that does not apply.
-    (applied_copy / "patches" / THIRD).unlink()
-    before = head(pristine_clone)
-    result = make_apply(applied_copy, sglang_dir=pristine_clone)
-    assert_fails(result, THIRD, "does not exist")
-    assert "series applied" not in output(result)
-    assert head(pristine_clone) == before
-    assert porcelain(pristine_clone) == ""
-
-
 # --- 5: dirty or already patched trees ---------------------------------------
 
 
@@ -380,7 +272,7 @@ def test_dirty_clone_is_refused_and_untouched(applied, pristine_clone, change):
         path.write_text(path.read_text() + "# mine\n")
     before = (head(pristine_clone), porcelain(pristine_clone))
     diff = git(pristine_clone, "diff")
-    result = make_apply(applied[0], sglang_dir=pristine_clone)
+    result = make_apply(applied, sglang_dir=pristine_clone)
     assert_fails(result, "uncommitted changes")
     assert (head(pristine_clone), porcelain(pristine_clone)) == before
     assert git(pristine_clone, "diff") == diff
@@ -389,25 +281,25 @@ def test_dirty_clone_is_refused_and_untouched(applied, pristine_clone, change):
 def test_clean_clone_gets_the_series_and_a_second_run_does_nothing(
     applied, pristine_clone
 ):
-    project = applied[0]
     before = head(pristine_clone)
-    result = make_apply(project, sglang_dir=pristine_clone)
+    result = make_apply(applied, sglang_dir=pristine_clone)
     assert result.returncode == 0, output(result)
     assert re.findall(r"applied (\S+\.patch)", output(result)) == SERIES
     # Working tree only: no commit, the patched files equal our mirror.
     assert head(pristine_clone) == before
-    touched = set().union(*(patch_files(project / "patches" / n) for n in SERIES))
-    created = set().union(*(created_files(project / "patches" / n) for n in SERIES))
-    assert MOE_TEST in created
-    changed = set(git(pristine_clone, "diff", "--name-only").split())
-    assert changed == touched - created
-    for path in touched:
-        assert (pristine_clone / path).read_bytes() == (project / path).read_bytes()
+    patches = [applied / "patches" / n for n in SERIES]
+    paths, new = set().union(*map(touched, patches)), set().union(
+        *map(created, patches)
+    )
+    assert "test/registered/lora/test_moe_lora_info.py" in new
+    assert set(git(pristine_clone, "diff", "--name-only").split()) == paths - new
+    for path in paths:
+        assert (pristine_clone / path).read_bytes() == (applied / path).read_bytes()
     diff = git(pristine_clone, "diff")
 
     # Now patched: a second run recognises the series and changes nothing at all.
     files = tree_bytes(pristine_clone)
-    again = make_apply(project, sglang_dir=pristine_clone)
+    again = make_apply(applied, sglang_dir=pristine_clone)
     assert again.returncode == 0, output(again)
     assert "already has the series in its working tree; nothing to do" in output(again)
     assert "uncommitted" not in output(again)
@@ -419,17 +311,17 @@ def test_clone_with_the_series_and_an_edit_is_refused(applied, patched_clone):
     path = patched_clone / LORA_UTILS
     path.write_text(path.read_text() + "# mine\n")
     files = tree_bytes(patched_clone)
-    result = make_apply(applied[0], sglang_dir=patched_clone)
+    result = make_apply(applied, sglang_dir=patched_clone)
     assert_fails(result, "uncommitted changes")
     assert tree_bytes(patched_clone) == files
 
 
 def test_clone_with_committed_series_does_nothing(applied, tmp_path):
     clone = tmp_path / "patched"
-    tree = applied[0] / "build" / "sglang"
+    tree = applied / "build" / "sglang"
     run(["git", "clone", "-q", str(tree), str(clone)], cwd=tmp_path, check=True)
     files = tree_bytes(clone)
-    result = make_apply(applied[0], sglang_dir=clone)
+    result = make_apply(applied, sglang_dir=clone)
     assert result.returncode == 0, output(result)
     assert "already has the series committed; nothing to do" in output(result)
     assert tree_bytes(clone) == files
@@ -438,7 +330,7 @@ def test_clone_with_committed_series_does_nothing(applied, tmp_path):
 def test_a_subdirectory_of_a_clone_is_refused(applied, pristine_clone):
     # git apply run from python/ would skip test/ and report success.
     files = tree_bytes(pristine_clone)
-    result = make_apply(applied[0], sglang_dir=pristine_clone / "python")
+    result = make_apply(applied, sglang_dir=pristine_clone / "python")
     assert_fails(result, "not the root of its repository", str(pristine_clone))
     assert "series applied" not in output(result)
     assert tree_bytes(pristine_clone) == files
@@ -447,24 +339,17 @@ def test_a_subdirectory_of_a_clone_is_refused(applied, pristine_clone):
 # --- 5b: nothing reaches a user's clone by the back door ---------------------
 
 
-def test_makeflags_of_an_outer_make_do_not_reach_a_tests_make(
-    applied, pristine_clone, tmp_path, monkeypatch
+def test_the_callers_environment_and_makeflags_never_name_a_target(
+    pristine_clone, tmp_path, monkeypatch
 ):
     # make test SGLANG_DIR=clone: the outer make hands SGLANG_DIR to every make
-    # the tests start, through MAKEFLAGS, unless the tests drop it.
+    # the tests start, through MAKEFLAGS, unless the tests drop it (conftest's
+    # run); and an SGLANG_DIR in the environment is no target (the Makefile).
     project = copy_project(tmp_path / "project")
     files = tree_bytes(pristine_clone)
     monkeypatch.setenv("MAKEFLAGS", f" -- SGLANG_DIR={pristine_clone}")
     monkeypatch.setenv("MAKELEVEL", "1")
     monkeypatch.setenv("SGLANG_DIR", str(pristine_clone))
-    result = run(["make", "apply"], cwd=project)
-    assert result.returncode == 0, output(result)
-    assert (project / "build" / "sglang").is_dir()
-    assert tree_bytes(pristine_clone) == files
-
-
-def test_sglang_dir_in_the_environment_is_not_a_target(project, pristine_clone):
-    files = tree_bytes(pristine_clone)
     result = run(
         ["make", "apply"], cwd=project, env={"SGLANG_DIR": str(pristine_clone)}
     )
@@ -490,18 +375,100 @@ def test_running_the_tests_on_a_clone_leaves_it_byte_for_byte(
     assert tree_bytes(patched_clone) == files
 
 
-# --- 6: no network, empty cache ----------------------------------------------
+# --- 6: the pin cache: no network, interrupted and fresh downloads ----------------
 
 
 def test_offline_with_empty_cache_fails_clearly(project):
     cache = project / ".cache" / "pin"
+    whole = (cache / PIN_FILE).read_bytes()
     (cache / PIN_FILE).unlink()
+    # A private download directory an interrupted run left behind is no pin.
+    (cache / ".download.abc123").mkdir()
+    (cache / ".download.abc123" / PIN_FILE).write_bytes(whole[: len(whole) // 3])
     result = make_apply(project)
-    assert_fails(result, "download", "registry")
+    assert_fails(result, "could not download sglang==0.5.12", "registry")
     assert not (cache / PIN_FILE).exists()
-    # No partial download left behind either (the lock file is no download).
-    assert [p.name for p in cache.rglob("*") if p.is_file()] == [".lock"]
+    # No partial download left behind, the old one removed (the lock file is no download).
+    assert sorted(p.name for p in cache.iterdir()) == [".lock"]
     assert_no_tree(project)
+
+
+def test_a_fresh_download_becomes_the_pin(project, tmp_path):
+    # The registry here: a directory holding the release's wheel.
+    cache = project / ".cache" / "pin"
+    index = tmp_path / "index"
+    index.mkdir()
+    (cache / PIN_FILE).rename(index / PIN_FILE)
+    result = run(["make", "apply"], project, env={"PIP_FIND_LINKS": str(index)})
+    assert result.returncode == 0, result.stderr
+    assert "(downloaded, sha256 verified)" in result.stderr
+    assert (cache / PIN_FILE).read_bytes() == (index / PIN_FILE).read_bytes()
+    assert sorted(p.name for p in cache.iterdir()) == [".lock", PIN_FILE]
+    assert (project / "build" / "sglang" / "python" / "sglang").is_dir()
+
+
+def test_ctrl_c_during_the_download_says_so(project, tmp_path):
+    (project / ".cache" / "pin" / PIN_FILE).unlink()
+    # A python3 whose pip hangs, as a slow download does.
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    real = shutil.which("python3")
+    (shims / "python3").write_text(
+        f'#!/bin/sh\n[ "$1 $2" = "-m pip" ] && exec sleep 60\nexec {real} "$@"\n'
+    )
+    (shims / "python3").chmod(0o755)
+    proc = subprocess.Popen(
+        ["make", "apply"],
+        cwd=project,
+        env=clean_env({"PATH": f"{shims}:{os.environ['PATH']}"}),
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "downloading" in line:
+            break
+    os.killpg(proc.pid, signal.SIGINT)
+    text = "".join(seen) + proc.stderr.read()
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    assert "interrupted" in text, text
+    assert "no network" not in text
+    assert [p.name for p in (project / ".cache" / "pin").iterdir()] in ([], [".lock"])
+    assert_no_tree(project)
+
+
+def test_a_killed_apply_leaves_nothing_behind(applied_copy):
+    # What a SIGKILL during the build leaves: the scratch tree, 46 MB.
+    build = applied_copy / "build"
+    (build / ".sglang.new.abc123" / "sglang").mkdir(parents=True)
+    (build / ".sglang.new.abc123" / "sglang" / "big").write_bytes(b"x" * 1000)
+    result = make_apply(applied_copy)
+    assert result.returncode == 0, output(result)
+    assert not list(build.glob(".sglang.*"))
+
+
+def test_two_concurrent_applies_both_succeed(project):
+    procs = [
+        subprocess.Popen(
+            ["make", "apply"],
+            cwd=project,
+            env=clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    tree = project / "build" / "sglang"
+    assert git(tree, "rev-list", "--count", f"{PIN_TAG}..HEAD") == str(len(SERIES))
+    assert porcelain(tree) == ""
+    assert not list((project / "build").glob(".sglang.new.*"))
+    assert "nothing to do" in make_apply(project).stderr
 
 
 # --- 7: refresh and the mirror -----------------------------------------------
@@ -528,35 +495,6 @@ def test_refresh_after_apply_is_deterministic_and_mirror_checks(applied_copy):
     assert_fails(stale, LORA_UTILS, "make refresh")
 
 
-# --- 8: the registered-test collector ----------------------------------------
-
-
-def collect(project, test_root):
-    tree = project / "build" / "sglang"
-    # No bytecode: the shared applied tree must stay as `make apply` left it.
-    env = {"PYTHONPATH": str(tree / "python"), "PYTHONDONTWRITEBYTECODE": "1"}
-    script = project / "tools" / "collect_registered.py"
-    return run([PYTHON, str(script), str(test_root)], cwd=tree, env=env)
-
-
-def test_collect_registered_lists_the_moe_lora_test(applied):
-    result = collect(applied[0], "test/registered")
-    assert result.returncode == 0, output(result)
-    assert result.stdout.split() == sorted(REGISTERED_TESTS)
-
-
-def test_collect_registered_fails_without_registered_tests(applied, tmp_path):
-    root = tmp_path / "unregistered"
-    root.mkdir()
-    # A test file that upstream CI would not run: no register_cuda_ci call.
-    (root / "test_plain.py").write_text(
-        "def test_x():\n    pass\n\n\nif __name__ == '__main__':\n    test_x()\n"
-    )
-    result = collect(applied[0], root)
-    assert_fails(result, "no registered", str(root))
-    assert result.stdout.strip() == ""
-
-
 def test_bytecode_from_running_tests_does_not_dirty_build(applied_copy):
     # make test imports sglang from build/sglang; on a normal machine (no
     # PYTHONDONTWRITEBYTECODE) that writes __pycache__/ there. Bytecode is not a
@@ -577,11 +515,54 @@ def test_bytecode_from_running_tests_does_not_dirty_build(applied_copy):
     assert check.returncode == 0, output(check)
 
 
+# --- 8: the registered-test collector ----------------------------------------
+
+
+def collect(project, test_root):
+    tree = project / "build" / "sglang"
+    # No bytecode: the shared applied tree must stay as `make apply` left it.
+    env = {"PYTHONPATH": str(tree / "python"), "PYTHONDONTWRITEBYTECODE": "1"}
+    script = project / "tools" / "collect_registered.py"
+    return run([PYTHON, str(script), str(test_root)], cwd=tree, env=env)
+
+
+def test_collect_registered_lists_the_registered_tests(applied):
+    result = collect(applied, "test/registered")
+    assert result.returncode == 0, output(result)
+    assert result.stdout.split() == REGISTERED_TESTS
+
+
+def test_collect_registered_fails_without_registered_tests(applied, tmp_path):
+    root = tmp_path / "unregistered"
+    root.mkdir()
+    # A test file that upstream CI would not run: no register_cuda_ci call.
+    (root / "test_plain.py").write_text(
+        "def test_x():\n    pass\n\n\nif __name__ == '__main__':\n    test_x()\n"
+    )
+    result = collect(applied, root)
+    assert_fails(result, "no registered", str(root))
+    assert result.stdout.strip() == ""
+
+
 # --- 9: unapply keeps unexported work ----------------------------------------
 
 
 def make_unapply(project, *args):
     return run(["make", "-C", str(project), "unapply", *args], cwd=project)
+
+
+def test_unapply_then_apply(applied_copy):
+    tree = applied_copy / "build" / "sglang"
+    before = head(tree)
+    assert make_unapply(applied_copy).returncode == 0
+    assert head(tree) == git(tree, "rev-parse", f"{PIN_TAG}^{{commit}}")
+    assert porcelain(tree) == ""
+    assert not (tree / "test").exists()
+    assert make_apply(applied_copy).returncode == 0
+    assert git(tree, "rev-parse", "HEAD^{tree}") == git(
+        tree, "rev-parse", f"{before}^{{tree}}"
+    )
+    assert "nothing to do" in make_apply(applied_copy).stderr
 
 
 @pytest.mark.parametrize("work", ["commit", "edit", "untracked"])
@@ -598,12 +579,8 @@ def test_unapply_refuses_to_lose_unexported_work(applied_copy, work):
     result = make_unapply(applied_copy)
     assert_fails(result, "make refresh", "FORCE=1")
     # It says what would be lost.
-    lost = (
-        "a local change"
-        if work == "commit"
-        else ("notes.txt" if work == "untracked" else LORA_UTILS)
-    )
-    assert lost in result.stderr
+    lost = {"commit": "a local change", "untracked": "notes.txt", "edit": LORA_UTILS}
+    assert lost[work] in result.stderr
     assert (head(tree), tree_bytes(tree)) == before
     # make apply refuses the same way rather than replacing the tree.
     assert_fails(make_apply(applied_copy), "make refresh")
@@ -611,7 +588,7 @@ def test_unapply_refuses_to_lose_unexported_work(applied_copy, work):
 
     forced = make_unapply(applied_copy, "FORCE=1")
     assert forced.returncode == 0, output(forced)
-    assert head(tree) == git(tree, "rev-parse", f"{TAG}^{{commit}}")
+    assert head(tree) == git(tree, "rev-parse", f"{PIN_TAG}^{{commit}}")
     assert porcelain(tree) == ""
 
 
@@ -625,63 +602,10 @@ def test_unapply_after_refresh_needs_no_force(applied_copy):
     assert result.returncode == 0, output(result)
 
 
-# --- 10: interrupted runs and failure paths, each one line --------------------
+# --- 10: failure paths, each one line -----------------------------------------
 
 
-def test_a_killed_apply_leaves_nothing_behind(applied_copy):
-    # What a SIGKILL during the build leaves: the scratch tree, 46 MB.
-    build = applied_copy / "build"
-    (build / ".sglang.new.abc123" / "sglang").mkdir(parents=True)
-    (build / ".sglang.new.abc123" / "sglang" / "big").write_bytes(b"x" * 1000)
-    result = make_apply(applied_copy)
-    assert result.returncode == 0, output(result)
-    assert not list(build.glob(".sglang.*"))
-
-
-def test_ctrl_c_during_the_download_says_so(project, tmp_path):
-    import os
-    import signal
-    import subprocess
-
-    from conftest import clean_env
-
-    (project / ".cache" / "pin" / PIN_FILE).unlink()
-    # A python3 whose pip hangs, as a slow download does.
-    shims = tmp_path / "bin"
-    shims.mkdir()
-    real = shutil.which("python3")
-    (shims / "python3").write_text(
-        f'#!/bin/sh\n[ "$1 $2" = "-m pip" ] && exec sleep 60\nexec {real} "$@"\n'
-    )
-    (shims / "python3").chmod(0o755)
-    env = clean_env({"PATH": f"{shims}:{os.environ['PATH']}"})
-    proc = subprocess.Popen(
-        ["make", "apply"],
-        cwd=project,
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    seen = []
-    for line in proc.stderr:
-        seen.append(line)
-        if "downloading" in line:
-            break
-    os.killpg(proc.pid, signal.SIGINT)
-    rest = proc.stderr.read()
-    proc.wait(timeout=60)
-    text = "".join(seen) + rest
-    assert proc.returncode != 0
-    assert "interrupted" in text, text
-    assert "no network" not in text
-    assert not list((project / ".cache" / "pin").iterdir()) or [
-        p.name for p in (project / ".cache" / "pin").iterdir()
-    ] == [".lock"]
-    assert_no_tree(project)
-
-
-def test_make_test_on_a_missing_tree_fails_before_building_an_environment(
+def test_tests_on_a_missing_tree_name_it_before_building_an_environment(
     project, tmp_path
 ):
     venv = tmp_path / "venv"
@@ -689,26 +613,15 @@ def test_make_test_on_a_missing_tree_fails_before_building_an_environment(
         ["make", "test", "SGLANG_DIR=/nonexistent", f"VENV={venv}"], cwd=project
     )
     assert_fails(result, "/nonexistent does not exist")
-    assert not venv.exists()
-
-
-def test_tests_on_a_missing_tree_name_it(project):
-    venv = str(Path(PYTHON).parents[1])
-    result = run(
-        ["tools/run_tests.sh"],
-        cwd=project,
-        env={"SGLANG_DIR": "/nonexistent", "VENV": venv},
-    )
-    assert_fails(result, "/nonexistent does not exist")
     assert "make apply" not in result.stderr
-    result = run(["tools/run_tests.sh"], cwd=project, env={"VENV": venv})
+    assert not venv.exists()
+    result = run(["tools/run_tests.sh"], cwd=project, env={"VENV": str(venv)})
     assert_fails(result, "run 'make apply' first")
+    assert not venv.exists()
 
 
 @pytest.mark.parametrize("how", ["build-is-a-file", "read-only"])
 def test_a_checkout_it_cannot_write_to_is_one_clear_line(project, how):
-    import os
-
     if how == "read-only":
         if os.geteuid() == 0:
             pytest.skip("root writes to read-only directories")
