@@ -26,17 +26,9 @@ for patch in "${SERIES[@]}"; do
 	(
 		cd "$work/sglang"
 		export PYTHONPATH=$work/sglang/python TRITON_INTERPRET=1
-		"$python" -W ignore - "${modules[@]}" <<'PY'
-import importlib
-import sys
-
-for name in sys.argv[1:]:
-    importlib.import_module(name)
-PY
-		for test in "${tests[@]}"; do
-			"$python" -W ignore -c \
-				"import importlib.util as u, sys; s = u.spec_from_file_location('t', sys.argv[1]); s.loader.exec_module(u.module_from_spec(s))" "$test"
-		done
+		"$python" -W ignore -c 'import importlib, runpy, sys
+for arg in sys.argv[1:]:
+    runpy.run_path(arg) if arg.endswith(".py") else importlib.import_module(arg)' "${modules[@]}" "${tests[@]}"
 	) || die "prefix $step: the tree with patches 1..$step applied does not import ($name)"
 	note "prefix $step/${#SERIES[@]} applies and imports: $name"
 done

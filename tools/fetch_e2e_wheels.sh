@@ -16,8 +16,7 @@ PIP_PYTHON=${PIP_PYTHON:-python3}
 "$ROOT/tools/fetch_gpu_wheels.sh"
 mkdir -p "$WHEELS_DIR"
 # Every pin whose wheel is missing, after removing wheels that no pin names.
-mapfile -t missing < <("$PIP_PYTHON" "$ROOT/tools/e2e_wheels.py" missing "$REQUIREMENTS" "$WHEELS_DIR")
-registry=("${missing[@]}")
+mapfile -t registry < <("$PIP_PYTHON" "$ROOT/tools/e2e_wheels.py" missing "$REQUIREMENTS" "$WHEELS_DIR")
 if [[ ${#registry[@]} -gt 0 ]]; then
 	note "downloading ${#registry[@]} wheels for CPython 3.12: ${registry[*]}"
 	"$PIP_PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \

@@ -99,12 +99,3 @@ with_lock() {
 	flock 9 || die "could not lock $_lock_file"
 	"$@"
 }
-
-# pristine_git ARGS...: git with a fixed identity and date, so the pristine commit,
-# and so every patch, is reproducible.
-pristine_git() {
-	GIT_AUTHOR_NAME="sglang" GIT_AUTHOR_EMAIL="sglang@invalid" \
-		GIT_COMMITTER_NAME="sglang" GIT_COMMITTER_EMAIL="sglang@invalid" \
-		GIT_AUTHOR_DATE="2000-01-01T00:00:00+0000" GIT_COMMITTER_DATE="2000-01-01T00:00:00+0000" \
-		git "$@"
-}

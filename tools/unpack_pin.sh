@@ -32,5 +32,8 @@ printf '%s\n' '__pycache__/' '*.py[cod]' >>"$dest/.git/info/exclude"
 git -C "$dest" add --all
 # The release named by the wheel itself (make rebase unpacks newer ones too).
 version=$(basename "$wheel" | cut -d- -f2)
-pristine_git -C "$dest" commit --quiet --message "sglang $version (pristine, from $(basename "$wheel"))"
-pristine_git -C "$dest" tag "$tag"
+# A fixed identity and date: the pristine commit, and so every patch, is reproducible.
+export GIT_AUTHOR_NAME=sglang GIT_AUTHOR_EMAIL=sglang@invalid GIT_AUTHOR_DATE=2000-01-01T00:00:00+0000
+export GIT_COMMITTER_NAME=sglang GIT_COMMITTER_EMAIL=sglang@invalid GIT_COMMITTER_DATE=2000-01-01T00:00:00+0000
+git -C "$dest" commit --quiet --message "sglang $version (pristine, from $(basename "$wheel"))"
+git -C "$dest" tag "$tag"
