@@ -183,6 +183,14 @@ def test_cross_mode_sets_each_side_under_graphs_against_the_pin_eager():
     assert run.cross_mode({"graphs": checks["graphs"]}) == {}
 
 
+def test_the_pin_is_the_reference_eagerly_and_alone_under_graphs():
+    both = {"graphs", "eager", "graphs+ve"}
+    assert run.pin_is_reference("eager", both)
+    assert not run.pin_is_reference("graphs", both)
+    assert run.pin_is_reference("graphs+ve", both)  # no eager+ve run
+    assert run.pin_is_reference("graphs", {"graphs"})
+
+
 def test_graph_failures_set_ours_graphs_against_ours_eager():
     def requests(ours):
         return {"requests": [{"lora": None, "pin": [0], "ours": o} for o in ours]}
