@@ -24,15 +24,16 @@ import sys
 
 import torch
 
+NUM_EXPERTS, BLOCK_M = 128, 64  # Qwen3-30B-A3B's experts; 0.5.12's BLOCK_SIZE_M
+
 
 def assigned_pairs(topk_ids, seg_indptr, req_to_lora, adapter_enabled, max_loras):
     """{(token, adapter)} the pin's moe_lora_align_block_size sorts in."""
     from sglang.jit_kernel.moe_lora_align import moe_lora_align_block_size
 
-    num_experts, block_m = 128, 64
-    num_tokens, top_k = topk_ids.shape
-    padded = -(-(topk_ids.numel() + num_experts * (block_m - 1)) // block_m) * block_m
-    blocks = -(-padded // block_m)
+    top_k = topk_ids.shape[1]
+    padded = -(-(topk_ids.numel() + NUM_EXPERTS * (BLOCK_M - 1)) // BLOCK_M) * BLOCK_M
+    blocks = -(-padded // BLOCK_M)
     dev = topk_ids.device
     sorted_ids = torch.full((max_loras * padded,), -7, dtype=torch.int32, device=dev)
     expert_ids = torch.full((max_loras * blocks,), -7, dtype=torch.int32, device=dev)
@@ -46,8 +47,8 @@ def assigned_pairs(topk_ids, seg_indptr, req_to_lora, adapter_enabled, max_loras
         topk_ids,
         seg_indptr,
         req_to_lora,
-        num_experts,
-        block_m,
+        NUM_EXPERTS,
+        BLOCK_M,
         max_loras,
         padded,
         blocks,
@@ -91,7 +92,7 @@ def main(argv=None):
             weight_indices = weight_indices.to(dev)
             seg_indptr = torch.arange(args.max_bs + 1, dtype=torch.int32, device=dev)
             topk_ids = torch.stack(
-                [torch.randperm(128)[: args.top_k] for _ in range(bs)]
+                [torch.randperm(NUM_EXPERTS)[: args.top_k] for _ in range(bs)]
             ).to(device=dev, dtype=torch.int32)
             # 0.5.12's graph path: adapter_enabled from the first bs entries only.
             enabled = torch.zeros(args.max_loras, dtype=torch.int32, device=dev)

@@ -260,14 +260,13 @@ def cross_mode(checks):
     """Each side under CUDA graphs against the pin eager, request by request:
     the eager pin is the reference that no graph path touches.
     {label: [identical]}."""
-    pairs = (("graphs", "eager"), ("graphs+ve", "eager+ve"))
     return {
-        f"{side} {g} vs pin {e}": [
+        f"{side} {g} vs pin {eager_of(g)}": [
             r[side] == q["pin"]
-            for r, q in zip(checks[g]["requests"], checks[e]["requests"])
+            for r, q in zip(checks[g]["requests"], checks[eager_of(g)]["requests"])
         ]
-        for g, e in pairs
-        if g in checks and e in checks
+        for g in checks
+        if eager_of(g) != g and eager_of(g) in checks
         for side in ("ours", "pin")
     }
 
