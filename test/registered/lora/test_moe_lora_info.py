@@ -336,21 +336,22 @@ class TestMoELoRAInfo(CustomTestCase):
                     _compute_moe_lora_info(self.num_tokens, *call_args, 9)
 
     def test_large_batches_and_many_adapters(self):
-        # More segments than one program's block, more adapters than one scan
-        # step, tokens over several programs: every tile loop runs more than once.
+        # More segments than one program's block and than one adapter scan
+        # step (4096), 600 adapters, tokens over several programs: every loop
+        # of the kernel runs more than once.
         rng = random.Random(7)
-        for num_segments, num_loras, seg_len in [(1500, 8, 1), (40, 600, 70)]:
+        for num_segments, num_loras, seg_len in [(5000, 8, 1), (40, 600, 70)]:
             seg_lens = [rng.choice([seg_len, 0, 1]) for _ in range(num_segments)]
             lora_ranks = torch.tensor(
                 [rng.choice([0, 16]) for _ in range(num_loras)],
                 dtype=torch.int32,
                 device=DEVICE,
             )
-            weight_indices = torch.tensor(
-                [rng.randint(-1, num_loras - 1) for _ in range(num_segments)],
-                dtype=torch.int32,
-                device=DEVICE,
-            )
+            # The last adapter only past the first scan step, with a nonzero rank.
+            loras = [rng.randint(-1, num_loras - 2) for _ in range(num_segments)]
+            loras[4096:] = [num_loras - 1] * len(loras[4096:])
+            lora_ranks[-1] = 16
+            weight_indices = torch.tensor(loras, dtype=torch.int32, device=DEVICE)
             num_tokens = sum(seg_lens)
             with self.subTest(num_segments=num_segments, num_loras=num_loras):
                 self._check(

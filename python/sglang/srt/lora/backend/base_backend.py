@@ -30,8 +30,7 @@ def _compute_moe_lora_info_kernel(
     BLOCK_L: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    # Every load comes before the first store (which it could alias), so the
-    # loads share one round trip to memory.
+    # The loads share one round trip to memory, before the first store.
 
     # num_chunks programs write a block of BLOCK_S segments over their tokens.
     segs = (pid // num_chunks) * BLOCK_S + tl.arange(0, BLOCK_S)
@@ -42,21 +41,11 @@ def _compute_moe_lora_info_kernel(
     first = tl.minimum(tl.maximum(tl.load(seg_indptr_ptr), 0), num_tokens)
     last = tl.load(seg_indptr_ptr + num_segments)
     last = tl.minimum(tl.maximum(last, first), num_tokens)
-
-    # Program 0 finds the adapters in use; -1 matches none, is never an address.
     lora_ids = tl.arange(0, BLOCK_L)
     ranks = tl.load(lora_ranks_ptr + lora_ids, lora_ids < num_loras, other=0)
     scan_len = tl.where(pid == 0, num_segments, 0)
     scan = tl.arange(0, BLOCK_W)
     used_by = tl.load(weight_indices_ptr + scan, scan < scan_len, other=-1)
-    used = tl.max((used_by[:, None] == lora_ids[None, :]).to(tl.int32), axis=0)
-    start = BLOCK_W
-    while start < scan_len:
-        scan = start + tl.arange(0, BLOCK_W)
-        used_by = tl.load(weight_indices_ptr + scan, scan < scan_len, other=-1)
-        hits = (used_by[:, None] == lora_ids[None, :]).to(tl.int32)
-        used = tl.maximum(used, tl.max(hits, axis=0))
-        start += BLOCK_W
 
     # The loop ends where seg_indptr says: a wrong max_len costs time, not tokens.
     longest = tl.max(ends - starts, axis=0)
@@ -70,14 +59,31 @@ def _compute_moe_lora_info_kernel(
     tokens = pid * 1024 + tl.arange(0, 1024)
     uncovered = ((tokens < first) | (tokens >= last)) & (tokens < mapping_len)
     tl.store(mapping_ptr + tokens, -1, mask=uncovered)
-    # Every entry is written, so no zeroing launch.
-    enabled = ((used > 0) & (ranks > 0)).to(tl.int32)
-    store_mask = (lora_ids < enabled_len) & (pid == 0)
-    tl.store(adapter_enabled_ptr + lora_ids, enabled, mask=store_mask)
+
+    # Program 0 writes adapter_enabled in three phases, ordered by barriers
+    # within its CTA: 0 everywhere (so no zeroing launch), 1 where a segment's
+    # adapter is, 0 again where the rank is 0. -1 fails `valid`: never an address.
+    if pid == 0:
+        in_range = lora_ids < enabled_len
+        tl.store(adapter_enabled_ptr + lora_ids, 0, mask=in_range)
+        tl.debug_barrier()
+        start = 0
+        while start < scan_len:
+            valid = (used_by >= 0) & (used_by < enabled_len)
+            tl.store(adapter_enabled_ptr + tl.where(valid, used_by, 0), 1, mask=valid)
+            start += BLOCK_W
+            scan = start + tl.arange(0, BLOCK_W)
+            used_by = tl.load(weight_indices_ptr + scan, scan < scan_len, other=-1)
+        tl.debug_barrier()
+        tl.store(adapter_enabled_ptr + lora_ids, 0, mask=in_range & (ranks <= 0))
 
 
 # Triton's interpreter (TRITON_INTERPRET=1) runs the kernel on CPU tensors too.
 _TRITON_INTERPRETED = not isinstance(_compute_moe_lora_info_kernel, triton.JITFunction)
+
+
+def _next_power_of_2(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
 
 
 def _compute_moe_lora_info(
@@ -117,16 +123,17 @@ def _compute_moe_lora_info(
 
     if seg_indptr.is_cuda or _TRITON_INTERPRETED:
         # Tiles sized to the batch: one token per segment at decode, chunks of
-        # up to 256 tokens otherwise; at most 1024 tokens per program.
+        # up to 256 tokens otherwise; at most 1024 tokens and 128 segments per
+        # program. Plain ints: triton.next_power_of_2 costs microseconds a call.
         max_len = max(min(max_len, num_tokens), 1)
-        block_t = min(triton.next_power_of_2(max_len), 256)
-        pow2_segments = triton.next_power_of_2(max(num_segments, 1))
-        block_s = min(pow2_segments, 1024 // block_t)
-        block_l = triton.next_power_of_2(max(enabled_len, 1))
-        block_w = max(min(pow2_segments, 4096 // block_l), 1)
-        num_chunks = triton.cdiv(max_len, block_t)
-        seg_programs = triton.cdiv(num_segments, block_s) * num_chunks
-        grid = (max(seg_programs, triton.cdiv(mapping_len, 1024), 1),)
+        block_t = min(_next_power_of_2(max_len), 256)
+        pow2_segments = _next_power_of_2(num_segments)
+        block_s = min(pow2_segments, 1024 // block_t, 128)
+        num_chunks = -(-max_len // block_t)
+        seg_programs = -(-num_segments // block_s) * num_chunks
+        grid = (max(seg_programs, -(-mapping_len // 1024), 1),)
+        block_w = min(pow2_segments, 4096)
+        block_l = _next_power_of_2(enabled_len)
         _compute_moe_lora_info_kernel[grid](
             seg_indptr,
             weight_indices,
@@ -183,17 +190,9 @@ class BaseLoRABackend(LoRABackendLmHeadMixing):
     def __init__(self, max_loras_per_batch: int, device: torch.device):
         self.max_loras_per_batch = max_loras_per_batch
         self.device = device
-        self._is_moe_lora = False
+        # Set by MoE LoRA layers, which read batch_info.moe_lora_info.
+        self.is_moe_lora = False
         self.init_lm_head_config()
-
-    @property
-    def is_moe_lora(self) -> bool:
-        """Whether MoE LoRA layers read batch_info.moe_lora_info."""
-        return self._is_moe_lora
-
-    @is_moe_lora.setter
-    def is_moe_lora(self, value: bool):
-        self._is_moe_lora = value
 
     def _add_moe_lora_info(
         self, forward_batch: ForwardBatch, batch_info: LoRABatchInfo
@@ -212,7 +211,7 @@ class BaseLoRABackend(LoRABackendLmHeadMixing):
             if forward_batch.forward_mode.is_extend() and extend_lens:
                 max_len = max(extend_lens)
             else:
-                max_len = triton.cdiv(num_tokens, max(bs, 1))
+                max_len = -(-num_tokens // max(bs, 1))
         else:
             seg_indptr = batch_info.seg_indptr[: batch_info.num_segments + 1]
             req_to_lora = batch_info.weight_indices[: batch_info.num_segments]
