@@ -1,0 +1,303 @@
+"""Designs of the per-batch MoE LoRA metadata kernel, side by side in one run:
+the patched tree's kernel against candidate rewrites, so that the one in patch
+0002 is a measured choice.
+
+Variants (all write the same preallocated outputs, checked against
+_compute_moe_lora_info before timing):
+  ours        _compute_moe_lora_info of the patched tree: adapter_enabled by
+              scatter (program 0 zeroes it, sets the used adapters, clears
+              rank-0 ones, with a CTA barrier between the phases), at most 128
+              segments per program, 4 warps
+  ours/wN     the same kernel on N warps
+  ours s1024  up to 1024 segments per program (one program at decode bs 512)
+  tile        the series' earlier kernel: adapter_enabled from a (segments x
+              adapters) compare tile, up to 1024 segments per program
+  tile s128   the same, at most 128 segments per program
+  hist        adapter_enabled from tl.histogram of the adapter ids
+  empty       an empty Triton kernel: the launch floor
+GPU time: triton.testing.do_bench_cudagraph (per call), --rounds rounds that
+interleave the variants; median [min-max].
+
+Run (GPU):   PYTHONPATH=build/sglang/python python bench/bench_moe_lora_info_variants.py
+Smoke (CPU): ... --smoke   checks every variant against ours only.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+
+if "--smoke" in sys.argv[1:]:
+    os.environ["TRITON_INTERPRET"] = "1"
+
+import torch
+import triton
+import triton.language as tl
+import triton.testing
+from bench_moe_lora_info_kernel import make_case
+from common import (
+    decode_workload,
+    launch_empty_kernel,
+    mixed_workload,
+    prefill_workload,
+    print_table,
+    require_device,
+)
+
+from sglang.srt.lora.backend.base_backend import (
+    _compute_moe_lora_info,
+    _compute_moe_lora_info_kernel,
+)
+
+
+@triton.jit
+def _segments_to_tokens(
+    pid,
+    seg_indptr_ptr,
+    mapping_ptr,
+    segs,
+    loras,
+    num_segments,
+    num_tokens,
+    mapping_len,
+    num_chunks,
+    BLOCK_S: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+):
+    seg_mask = segs < num_segments
+    starts = tl.maximum(tl.load(seg_indptr_ptr + segs, mask=seg_mask, other=0), 0)
+    ends = tl.minimum(tl.load(seg_indptr_ptr + segs + 1, seg_mask, other=0), num_tokens)
+    first = tl.minimum(tl.maximum(tl.load(seg_indptr_ptr), 0), num_tokens)
+    last = tl.load(seg_indptr_ptr + num_segments)
+    last = tl.minimum(tl.maximum(last, first), num_tokens)
+    longest = tl.max(ends - starts, axis=0)
+    offset = (pid % num_chunks) * BLOCK_T
+    while offset < longest:
+        tokens = starts[:, None] + offset + tl.arange(0, BLOCK_T)[None, :]
+        tl.store(mapping_ptr + tokens, loras[:, None], mask=tokens < ends[:, None])
+        offset += num_chunks * BLOCK_T
+    tokens = pid * 1024 + tl.arange(0, 1024)
+    uncovered = ((tokens < first) | (tokens >= last)) & (tokens < mapping_len)
+    tl.store(mapping_ptr + tokens, -1, mask=uncovered)
+
+
+# The kernel of the series before the scatter design (patch 0002 up to
+# 2026-12-02): adapter_enabled from a (segments x adapters) compare tile.
+@triton.jit(do_not_specialize=range(5, 11))
+def _tile_kernel(
+    seg_indptr_ptr,  # (num_segments + 1,)
+    weight_indices_ptr,  # (num_segments,), -1 for no adapter
+    lora_ranks_ptr,  # (num_loras,)
+    adapter_enabled_ptr,  # out: (enabled_len,), enabled_len >= num_loras
+    mapping_ptr,  # out: token_lora_mapping (mapping_len,), >= num_tokens
+    num_segments,
+    num_tokens,
+    num_loras,
+    enabled_len,
+    mapping_len,
+    num_chunks,
+    BLOCK_S: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_W: tl.constexpr,
+    BLOCK_L: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    # Every load comes before the first store (which it could alias), so the
+    # loads share one round trip to memory.
+
+    # num_chunks programs write a block of BLOCK_S segments over their tokens.
+    segs = (pid // num_chunks) * BLOCK_S + tl.arange(0, BLOCK_S)
+    seg_mask = segs < num_segments
+    starts = tl.maximum(tl.load(seg_indptr_ptr + segs, mask=seg_mask, other=0), 0)
+    ends = tl.minimum(tl.load(seg_indptr_ptr + segs + 1, seg_mask, other=0), num_tokens)
+    loras = tl.load(weight_indices_ptr + segs, mask=seg_mask, other=-1)
+    first = tl.minimum(tl.maximum(tl.load(seg_indptr_ptr), 0), num_tokens)
+    last = tl.load(seg_indptr_ptr + num_segments)
+    last = tl.minimum(tl.maximum(last, first), num_tokens)
+
+    # Program 0 finds the adapters in use; -1 matches none, is never an address.
+    lora_ids = tl.arange(0, BLOCK_L)
+    ranks = tl.load(lora_ranks_ptr + lora_ids, lora_ids < num_loras, other=0)
+    scan_len = tl.where(pid == 0, num_segments, 0)
+    scan = tl.arange(0, BLOCK_W)
+    used_by = tl.load(weight_indices_ptr + scan, scan < scan_len, other=-1)
+    used = tl.max((used_by[:, None] == lora_ids[None, :]).to(tl.int32), axis=0)
+    start = BLOCK_W
+    while start < scan_len:
+        scan = start + tl.arange(0, BLOCK_W)
+        used_by = tl.load(weight_indices_ptr + scan, scan < scan_len, other=-1)
+        hits = (used_by[:, None] == lora_ids[None, :]).to(tl.int32)
+        used = tl.maximum(used, tl.max(hits, axis=0))
+        start += BLOCK_W
+
+    # The loop ends where seg_indptr says: a wrong max_len costs time, not tokens.
+    longest = tl.max(ends - starts, axis=0)
+    offset = (pid % num_chunks) * BLOCK_T
+    while offset < longest:
+        tokens = starts[:, None] + offset + tl.arange(0, BLOCK_T)[None, :]
+        tl.store(mapping_ptr + tokens, loras[:, None], mask=tokens < ends[:, None])
+        offset += num_chunks * BLOCK_T
+    # Tokens no segment covers (past seg_indptr[-1], a graph buffer's padded
+    # tail) get -1, so they never pick up an adapter. 1024 per program.
+    tokens = pid * 1024 + tl.arange(0, 1024)
+    uncovered = ((tokens < first) | (tokens >= last)) & (tokens < mapping_len)
+    tl.store(mapping_ptr + tokens, -1, mask=uncovered)
+    # Every entry is written, so no zeroing launch.
+    enabled = ((used > 0) & (ranks > 0)).to(tl.int32)
+    store_mask = (lora_ids < enabled_len) & (pid == 0)
+    tl.store(adapter_enabled_ptr + lora_ids, enabled, mask=store_mask)
+
+
+@triton.jit(do_not_specialize=range(5, 11))
+def _hist_kernel(
+    seg_indptr_ptr,
+    weight_indices_ptr,
+    lora_ranks_ptr,
+    adapter_enabled_ptr,
+    mapping_ptr,
+    num_segments,
+    num_tokens,
+    num_loras,
+    enabled_len,
+    mapping_len,
+    num_chunks,
+    BLOCK_S: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_W: tl.constexpr,
+    BLOCK_L: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    segs = (pid // num_chunks) * BLOCK_S + tl.arange(0, BLOCK_S)
+    loras = tl.load(weight_indices_ptr + segs, mask=segs < num_segments, other=-1)
+    # Bins 0..BLOCK_L-1 count adapters; -1 and out-of-range ids go to BLOCK_L.
+    bins = tl.arange(0, 2 * BLOCK_L)
+    ranks = tl.load(lora_ranks_ptr + bins, bins < num_loras, other=0)
+    scan_len = tl.where(pid == 0, num_segments, 0)
+    scan = tl.arange(0, BLOCK_W)
+    used_by = tl.load(weight_indices_ptr + scan, scan < scan_len, other=-1)
+    valid = (used_by >= 0) & (used_by < BLOCK_L)
+    counts = tl.histogram(tl.where(valid, used_by, BLOCK_L), 2 * BLOCK_L)
+    start = BLOCK_W
+    while start < scan_len:
+        scan = start + tl.arange(0, BLOCK_W)
+        used_by = tl.load(weight_indices_ptr + scan, scan < scan_len, other=-1)
+        valid = (used_by >= 0) & (used_by < BLOCK_L)
+        counts += tl.histogram(tl.where(valid, used_by, BLOCK_L), 2 * BLOCK_L)
+        start += BLOCK_W
+    _segments_to_tokens(
+        pid,
+        seg_indptr_ptr,
+        mapping_ptr,
+        segs,
+        loras,
+        num_segments,
+        num_tokens,
+        mapping_len,
+        num_chunks,
+        BLOCK_S,
+        BLOCK_T,
+    )
+    enabled = ((counts > 0) & (ranks > 0)).to(tl.int32)
+    store_mask = (bins < enabled_len) & (bins < BLOCK_L) & (pid == 0)
+    tl.store(adapter_enabled_ptr + bins, enabled, mask=store_mask)
+
+
+def launch(kernel, args, num_warps, max_block_w, max_block_s):
+    """kernel over _compute_moe_lora_info's grid rule: BLOCK_S capped at
+    max_block_s, BLOCK_W at max_block_w // BLOCK_L (and 4096)."""
+    num_tokens, seg_indptr, lora_ranks, weight_indices, enabled, mapping, max_len = args
+    num_segments, num_loras = weight_indices.shape[0], lora_ranks.shape[0]
+    max_len = max(min(max_len, num_tokens), 1)
+    block_t = min(triton.next_power_of_2(max_len), 256)
+    pow2_segments = triton.next_power_of_2(max(num_segments, 1))
+    block_s = min(pow2_segments, 1024 // block_t, max_block_s)
+    block_l = triton.next_power_of_2(max(enabled.shape[0], 1))
+    block_w = max(min(pow2_segments, max_block_w // block_l, 4096), 1)
+    num_chunks = triton.cdiv(max_len, block_t)
+    seg_programs = triton.cdiv(num_segments, block_s) * num_chunks
+    grid = (max(seg_programs, triton.cdiv(mapping.shape[0], 1024), 1),)
+    kernel[grid](
+        seg_indptr,
+        weight_indices,
+        lora_ranks,
+        enabled,
+        mapping,
+        num_segments,
+        num_tokens,
+        num_loras,
+        enabled.shape[0],
+        mapping.shape[0],
+        num_chunks,
+        block_s,
+        block_t,
+        block_w,
+        block_l,
+        num_warps=num_warps,
+    )
+
+
+def variants_of(call_args, empty_buf):
+    ours = _compute_moe_lora_info_kernel
+    v = {"ours": lambda: _compute_moe_lora_info(*call_args)}
+    for w in (2, 8):
+        v[f"ours/w{w}"] = lambda w=w: launch(ours, call_args, w, 4096 * 4096, 128)
+    v["ours s1024"] = lambda: launch(ours, call_args, 4, 4096 * 4096, 1024)
+    v["tile"] = lambda: launch(_tile_kernel, call_args, 4, 4096, 1024)
+    v["tile s128"] = lambda: launch(_tile_kernel, call_args, 4, 4096, 128)
+    v["hist"] = lambda: launch(_hist_kernel, call_args, 4, 16384, 128)
+    v["empty"] = lambda: launch_empty_kernel(empty_buf)
+    return v
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args()
+    device = require_device(args.smoke)
+    if not args.smoke:
+        print(torch.cuda.get_device_name(device), "triton", triton.__version__)
+    workloads = [decode_workload(bs) for bs in (1, 32, 128, 512)]
+    workloads += [prefill_workload(8, 512), mixed_workload(64, 1024)]
+    empty_buf = torch.zeros(1, dtype=torch.int32, device=device)
+    rows = []
+    for workload in workloads:
+        call_args = make_case(workload, device)[1]
+        expected = [t.tolist() for t in _compute_moe_lora_info(*call_args)]
+        variants = variants_of(call_args, empty_buf)
+        for name, fn in variants.items():
+            if name == "empty":
+                continue
+            for out in call_args[4:6]:
+                out.fill_(-7)
+            fn()
+            got = [call_args[4].tolist(), call_args[5].tolist()]
+            assert got == expected, f"{name} is wrong on {workload.name}"
+        if args.smoke:
+            print(f"{workload.name}: every variant matches ours")
+            continue
+        times = {name: [] for name in variants}
+        for _ in range(args.rounds):
+            for name, fn in variants.items():
+                times[name] += triton.testing.do_bench_cudagraph(
+                    fn, rep=20, return_mode="all"
+                )
+        rows.append([workload.name] + [times[n] for n in variants])
+        print(f"  {workload.name}: done", flush=True)
+    if args.smoke:
+        return
+    names = list(variants)
+    cells = [
+        [r[0]]
+        + [f"{statistics.median(t) * 1e3:.2f} [{min(t) * 1e3:.2f}]" for t in r[1:]]
+        for r in rows
+    ]
+    print_table(
+        "GPU µs per call, median [min] over rounds x replays of a CUDA graph",
+        ["workload"] + names,
+        cells,
+    )
+
+
+if __name__ == "__main__":
+    main()
