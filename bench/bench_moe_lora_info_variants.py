@@ -202,9 +202,10 @@ def _hist_kernel(
     tl.store(adapter_enabled_ptr + bins, enabled, mask=store_mask)
 
 
-def launch(kernel, args, num_warps, max_block_w, max_block_s):
-    """kernel over _compute_moe_lora_info's grid rule: BLOCK_S capped at
-    max_block_s, BLOCK_W at max_block_w // BLOCK_L (and 4096)."""
+def launch(kernel, args, num_warps, max_block_s, scan_tile=None):
+    """kernel over _compute_moe_lora_info's grid rule, BLOCK_S capped at
+    max_block_s; BLOCK_W is at most 4096, and for kernels that scan with a
+    (BLOCK_W x adapters) tile at most scan_tile // BLOCK_L."""
     num_tokens, seg_indptr, lora_ranks, weight_indices, enabled, mapping, max_len = args
     num_segments, num_loras = weight_indices.shape[0], lora_ranks.shape[0]
     max_len = max(min(max_len, num_tokens), 1)
@@ -212,7 +213,9 @@ def launch(kernel, args, num_warps, max_block_w, max_block_s):
     pow2_segments = triton.next_power_of_2(max(num_segments, 1))
     block_s = min(pow2_segments, 1024 // block_t, max_block_s)
     block_l = triton.next_power_of_2(max(enabled.shape[0], 1))
-    block_w = max(min(pow2_segments, max_block_w // block_l, 4096), 1)
+    block_w = min(pow2_segments, 4096)
+    if scan_tile is not None:
+        block_w = max(min(block_w, scan_tile // block_l), 1)
     num_chunks = triton.cdiv(max_len, block_t)
     seg_programs = triton.cdiv(num_segments, block_s) * num_chunks
     grid = (max(seg_programs, triton.cdiv(mapping.shape[0], 1024), 1),)
@@ -240,11 +243,11 @@ def variants_of(call_args, empty_buf):
     ours = _compute_moe_lora_info_kernel
     v = {"ours": lambda: _compute_moe_lora_info(*call_args)}
     for w in (2, 8):
-        v[f"ours/w{w}"] = lambda w=w: launch(ours, call_args, w, 4096 * 4096, 128)
-    v["ours s1024"] = lambda: launch(ours, call_args, 4, 4096 * 4096, 1024)
-    v["tile"] = lambda: launch(_tile_kernel, call_args, 4, 4096, 1024)
-    v["tile s128"] = lambda: launch(_tile_kernel, call_args, 4, 4096, 128)
-    v["hist"] = lambda: launch(_hist_kernel, call_args, 4, 16384, 128)
+        v[f"ours/w{w}"] = lambda w=w: launch(ours, call_args, w, 128)
+    v["ours s1024"] = lambda: launch(ours, call_args, 4, 1024)
+    v["tile"] = lambda: launch(_tile_kernel, call_args, 4, 1024, scan_tile=4096)
+    v["tile s128"] = lambda: launch(_tile_kernel, call_args, 4, 128, scan_tile=4096)
+    v["hist"] = lambda: launch(_hist_kernel, call_args, 4, 128, scan_tile=16384)
     v["empty"] = lambda: launch_empty_kernel(empty_buf)
     return v
 
