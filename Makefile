@@ -71,4 +71,4 @@ e2e: ## GPU: sglang's engine, pin vs ours (outputs, decode speed; docs/e2e.md); 
 	tools/e2e.sh $(E2E_ARGS)
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:[^#]*## /\t/' | expand -t 12
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:[^#]*## /\t/' | expand -t 12

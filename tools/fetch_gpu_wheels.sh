@@ -21,9 +21,15 @@ KERNEL_VERSION=0.4.2.post2
 KERNEL_WHEEL=sglang_kernel-$KERNEL_VERSION-cp310-abi3-manylinux2014_x86_64.whl
 KERNEL_SHA256=f275ce01010933c4ea655e832a05442b766ab8f23dcfd6ff678b15e295d42203
 
+# Where the 322 MB sglang-kernel wheel is downloaded and trimmed; a run killed
+# outright leaves it, so every run starts by removing it.
+SCRATCH=$BUILD_DIR/.gpu-wheels.download
+
 [[ -f $REQUIREMENTS ]] || die "$REQUIREMENTS not found"
 "$PIP_PYTHON" -m pip --version >/dev/null 2>&1 || die "$PIP_PYTHON has no pip (set PIP_PYTHON)"
-mkdir -p "$WHEELS_DIR"
+writable_dir "$WHEELS_DIR"
+rm -rf "$SCRATCH"
+trap 'rm -rf "$SCRATCH"' EXIT
 
 # trim_kernel WHEEL DIR LOCAL: repack WHEEL into DIR with its Python files and the SM90
 # ops library only, as version +LOCAL; prints the new wheel's name.
@@ -118,21 +124,18 @@ if [[ -n $kernel_pin ]]; then
 	version=${kernel_pin#*==}
 	[[ ${version%%+*} == "$KERNEL_VERSION" && $version == *+* ]] ||
 		die "$REQUIREMENTS pins $kernel_pin; this script trims $KERNEL_NAME $KERNEL_VERSION (pin it as $KERNEL_VERSION+LABEL)"
-	tmp=$(mktemp -d "$BUILD_DIR/.gpu-wheels.XXXXXX")
-	trap 'rm -rf "$tmp"' EXIT
+	mkdir "$SCRATCH"
 	note "downloading $KERNEL_WHEEL (322 MB) to trim it"
 	"$PIP_PYTHON" -m pip download --quiet --no-deps --only-binary=:all: \
 		--python-version 3.12 --implementation cp --platform manylinux2014_x86_64 \
-		--dest "$tmp" "$KERNEL_NAME==$KERNEL_VERSION" ||
+		--dest "$SCRATCH" "$KERNEL_NAME==$KERNEL_VERSION" ||
 		die "downloading $KERNEL_NAME==$KERNEL_VERSION failed (is the package registry reachable?)"
-	[[ -f $tmp/$KERNEL_WHEEL ]] || die "the registry gave $(ls "$tmp") instead of $KERNEL_WHEEL"
-	actual=$(sha256sum "$tmp/$KERNEL_WHEEL" | cut -d' ' -f1)
+	[[ -f $SCRATCH/$KERNEL_WHEEL ]] || die "the registry gave $(ls "$SCRATCH") instead of $KERNEL_WHEEL"
+	actual=$(sha256sum "$SCRATCH/$KERNEL_WHEEL" | cut -d' ' -f1)
 	[[ $actual == "$KERNEL_SHA256" ]] ||
 		die "$KERNEL_WHEEL has sha256 $actual, expected $KERNEL_SHA256"
 	note "trimming it to sgl_kernel's Python files, sm90/common_ops.abi3.so and triton_kernels"
-	trimmed=$(trim_kernel "$tmp/$KERNEL_WHEEL" "$WHEELS_DIR" "${version#*+}")
-	rm -rf "$tmp"
-	trap - EXIT
+	trimmed=$(trim_kernel "$SCRATCH/$KERNEL_WHEEL" "$WHEELS_DIR" "${version#*+}")
 	note "wrote $trimmed"
 fi
 

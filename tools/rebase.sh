@@ -12,17 +12,19 @@ UPSTREAM_CACHE=$ROOT/.cache/upstream
 [[ $# -eq 1 && -n $1 ]] || die "usage: make rebase UPSTREAM=<sglang version, e.g. 0.5.13 | path to an sglang clone | path to a wheel>"
 upstream=$1
 
-# fetch_release VERSION: the release's wheel, downloaded once into the cache.
-# Not the pin, so nothing to verify against; the report prints its sha256.
+# fetch_release VERSION: the release's wheel, downloaded once into the cache (run
+# it holding the cache's lock). Not the pin, so nothing to verify against; the
+# report prints its sha256.
 fetch_release() {
 	local version=$1 cache=$UPSTREAM_CACHE/$1 tmp wheel newest
+	# A download killed outright leaves its private directory: nothing else owns it now.
+	rm -rf "$UPSTREAM_CACHE"/.download.*
 	wheel=$(find "$cache" -maxdepth 1 -name "sglang-$version-*.whl" 2>/dev/null | sort | head -1)
 	if [[ -n $wheel ]]; then
 		note "sglang $version: $(basename "$wheel") (cached)"
 		echo "$wheel"
 		return
 	fi
-	writable_dir "$UPSTREAM_CACHE"
 	# A private directory, moved into place only when complete: no half download is ever cached.
 	tmp=$(mktemp -d "$UPSTREAM_CACHE/.download.XXXXXX")
 	# (This runs in $(...), a subshell: these traps are its own.)
@@ -61,7 +63,7 @@ if [[ -d $upstream ]]; then
 elif [[ -f $upstream && $upstream == *.whl ]]; then
 	wheel=$upstream
 elif [[ $upstream =~ ^[0-9]+(\.[0-9]+)+([a-z0-9.+]*)$ ]]; then
-	wheel=$(fetch_release "$upstream")
+	wheel=$(with_lock "$UPSTREAM_CACHE/.lock" fetch_release "$upstream")
 	origin="the package registry"
 else
 	die "UPSTREAM=$upstream is neither a directory, a .whl file nor an sglang version like 0.5.13"

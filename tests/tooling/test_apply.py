@@ -327,13 +327,23 @@ def test_clone_with_committed_series_does_nothing(applied, tmp_path):
     assert tree_bytes(clone) == files
 
 
-def test_a_subdirectory_of_a_clone_is_refused(applied, pristine_clone):
+def test_anything_but_a_clones_root_is_refused(applied, pristine_clone, tmp_path):
     # git apply run from python/ would skip test/ and report success.
     files = tree_bytes(pristine_clone)
     result = make_apply(applied, sglang_dir=pristine_clone / "python")
     assert_fails(result, "not the root of its repository", str(pristine_clone))
     assert "series applied" not in output(result)
     assert tree_bytes(pristine_clone) == files
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for target, why in (
+        (plain, "is not a git repository"),
+        (tmp_path / "no", "does not exist"),
+    ):
+        result = make_apply(applied, sglang_dir=target)
+        assert_fails(result, why, "pass the root of an sglang clone")
+        assert last_line(result).startswith("error: "), result.stderr
+    assert list(plain.iterdir()) == []
 
 
 # --- 5b: nothing reaches a user's clone by the back door ---------------------
@@ -370,7 +380,9 @@ def test_running_the_tests_on_a_clone_leaves_it_byte_for_byte(
         env={"SGLANG_DIR": str(patched_clone), "VENV": str(Path(PYTHON).parents[1])},
     )
     assert result.returncode == 0, output(result)
-    assert "registered tests: test/registered/lora/" in result.stderr
+    # The mode line comes before the tests (README: "the line ==> mode: ...").
+    mode = result.stderr.index("==> mode: CPU, no GPU visible")
+    assert mode < result.stderr.index("registered tests: test/registered/lora/")
     assert "tests/sglang/" in result.stdout
     assert tree_bytes(patched_clone) == files
 
@@ -448,6 +460,17 @@ def test_a_killed_apply_leaves_nothing_behind(applied_copy):
     result = make_apply(applied_copy)
     assert result.returncode == 0, output(result)
     assert not list(build.glob(".sglang.*"))
+
+
+def test_gpu_wheels_removes_what_a_killed_run_left(project):
+    # The 322 MB sglang-kernel download a SIGKILL left in build/.
+    scratch = project / "build" / ".gpu-wheels.download"
+    scratch.mkdir(parents=True)
+    (scratch / "sglang_kernel.whl").write_bytes(b"x" * 1000)
+    result = run(["make", "gpu-wheels"], project)
+    assert_fails(result, "is the package registry reachable?")
+    assert last_line(result).startswith("error: downloading the wheels of")
+    assert not scratch.exists()
 
 
 def test_two_concurrent_applies_both_succeed(project):

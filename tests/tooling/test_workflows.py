@@ -9,6 +9,7 @@ that need quilt or patch are marked so (`make check`).
 import re
 import shutil
 import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -488,7 +489,11 @@ def test_rebase_failure_paths(project, tmp_path):
     empty = run(["tools/rebase.sh", str(tmp_path / "empty")], project)
     assert empty.returncode != 0 and "has no python/sglang/" in empty.stderr
     # A registry that has other releases only: one line, not pip's version list,
-    # and no empty cache directory for the version.
+    # and no empty cache directory for the version; a download a killed run left
+    # is removed.
+    stale = project / ".cache" / "upstream" / ".download.abc123"
+    stale.mkdir(parents=True)
+    (stale / "sglang-9.9.9-py3-none-any.whl").write_bytes(b"half")
     index = tmp_path / "index"
     index.mkdir()
     for v in ("0.1.0", "0.2.0"):
@@ -509,3 +514,62 @@ def test_rebase_failure_paths(project, tmp_path):
     assert "0.1.0" not in missing.stderr
     assert not (project / ".cache" / "upstream" / "9.9.9").exists()
     assert not list((project / ".cache" / "upstream").glob(".download.*"))
+
+
+# README and docs
+
+
+def test_make_help_lists_every_target(project):
+    makefile = (project / "Makefile").read_text()
+    targets = re.findall(r"^([a-z][a-z0-9-]*):.*## ", makefile, re.M)
+    phony = " ".join(re.findall(r"^\.PHONY: (.*)$", makefile, re.M)).split()
+    assert sorted(targets) == sorted(phony)
+    result = run(["make", "--no-print-directory", "help"], project, check=True)
+    assert [line.split()[0] for line in result.stdout.splitlines()] == targets
+
+
+def fake_wheel(index: Path, name: str, version: str) -> None:
+    """A wheel of one module NAME whose __version__ is VERSION."""
+    info = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": f"__version__ = {version!r}\n",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    files[f"{info}/RECORD"] = "".join(f"{f},,\n" for f in [*files, f"{info}/RECORD"])
+    with zipfile.ZipFile(index / f"{name}-{version}-py3-none-any.whl", "w") as whl:
+        for path, text in files.items():
+            whl.writestr(path, text)
+
+
+def test_building_the_environment_shows_progress(project, tmp_path):
+    # A registry holding stand-ins for torch and triton (make_venv.sh prints
+    # their versions at the end) instead of the 5 GB of the real ones.
+    index = tmp_path / "index"
+    index.mkdir()
+    for name in ("torch", "triton"):
+        fake_wheel(index, name, "0.0")
+    (project / "requirements" / "test.txt").write_text("torch==0.0\ntriton==0.0\n")
+    result = run(["make", "venv"], project, env={"PIP_FIND_LINKS": str(index)})
+    assert result.returncode == 0, result.stderr
+    assert "about 5 GB, 3-4 minutes the first time" in result.stderr
+    # pip's own lines, as it works through the requirements.
+    assert "Installing collected packages: t" in result.stderr
+    assert "environment ready: torch 0.0 triton 0.0" in result.stderr
+    again = run(["make", "venv"], project, check=True)
+    assert "is up to date" in again.stderr
+
+
+def test_docs_hold_project_facts_only(project):
+    # They reach an upstream PR body (make pr): no first person, no account of
+    # the machines or the sessions they were written on.
+    narrative = re.compile(
+        r"(?-i:(?<![\w/.-])I(?![\w/.-]))|\b(?:my|lent|sessions?|device time)\b", re.I
+    )
+    found = [
+        f"{doc.relative_to(project)}:{n}: {line}"
+        for doc in [project / "README.md", *sorted((project / "docs").rglob("*.md"))]
+        for n, line in enumerate(doc.read_text().splitlines(), 1)
+        if narrative.search(line)
+    ]
+    assert found == []
