@@ -48,6 +48,41 @@ copy_tree() {
 	(cd "$1" && find . -mindepth 1 -maxdepth 1 -not -name .git -exec cp -a {} "$2/" \;)
 }
 
+# check_layout NAME PRISTINE EXPECTED STRIP SERIES_FILE PATCH...: on copies of
+# PRISTINE, patch -pSTRIP -F0 applies every PATCH exactly, with no backup or
+# reject file, and quilt push -a (SERIES_FILE) too, both giving EXPECTED; then
+# quilt pop -a gives PRISTINE back byte for byte.
+check_layout() {
+	local name=$1 pristine=$2 expected=$3 strip=$4 series=$5 patch out stray
+	shift 5
+	copy_tree "$pristine" "$work/$name-patch"
+	for patch in "$@"; do
+		out=$(patch -d "$work/$name-patch" -p"$strip" -F0 -N -f --no-backup-if-mismatch -i "$patch" 2>&1) ||
+			die "patch -p$strip -F0 refuses $(basename "$patch") on the pristine pin ($name):
+$out"
+		exact "$(basename "$patch") (patch -p$strip -F0)" "$out"
+	done
+	stray=$(cd "$work/$name-patch" && find . -name '*.orig' -o -name '*.rej')
+	[[ -z $stray ]] || die "patch -p$strip -F0 left backup or reject files ($name): $stray"
+	same_tree "$expected" "$work/$name-patch" "patch -p$strip -F0 ($name)"
+
+	copy_tree "$pristine" "$work/$name-quilt"
+	out=$(quilt_in "$work/$name-quilt" "$series" push -a --fuzz=0 2>&1) ||
+		die "quilt push -a failed on the pristine pin ($name):
+$out"
+	exact "quilt push -a ($name)" "$out"
+	same_tree "$expected" "$work/$name-quilt" "quilt push -a ($name)"
+	out=$(quilt_in "$work/$name-quilt" "$series" pop -a 2>&1) || die "quilt pop -a failed ($name):
+$out"
+	# quilt removes the files a patch created but not their new directories.
+	(cd "$work/$name-quilt" && find . -depth -mindepth 1 -type d -not -path './.pc*' -printf '%P\n') |
+		while read -r dir; do
+			[[ -d $pristine/$dir ]] || rmdir "$work/$name-quilt/$dir" 2>/dev/null || true
+		done
+	same_tree "$pristine" "$work/$name-quilt" "quilt pop -a ($name)"
+	note "$name: $# patches apply exactly with patch -p$strip -F0 and quilt push -a, as git applies them; quilt pop -a restores the pristine tree byte for byte"
+}
+
 pin=$("$ROOT/tools/fetch_pin.sh")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -58,6 +93,7 @@ mkdir "$work/python-root"
 names=$(PATCHES_DIR=$work/python-root series_patches)
 [[ -n $names ]] || die "tools/python_root_series.sh left every patch out; the python/-rooted layout would get nothing"
 mapfile -t python_root <<<"$names"
+python_root=("${python_root[@]/#/$PATCHES_DIR/}")
 
 # The reference: what git makes of the series (as 'make apply' does); GIT_DIR
 # keeps git from picking up a repository around $work.
@@ -66,50 +102,7 @@ for patch in "${SERIES[@]}"; do
 	(cd "$work/git" && GIT_DIR=$work/pristine/.git GIT_WORK_TREE=$work/git git apply "$patch") || die "git apply $(basename "$patch") failed on the pristine pin; run tools/check_series.sh for details"
 done
 
-# 1. patch -p1 -F0, in series order.
-copy_tree "$work/pristine" "$work/p1"
-for patch in "${SERIES[@]}"; do
-	out=$(patch -d "$work/p1" -p1 -F0 -N -f --no-backup-if-mismatch -i "$patch" 2>&1) ||
-		die "patch -p1 -F0 refuses $(basename "$patch") on the pristine pin:
-$out"
-	exact "$(basename "$patch") (patch -p1 -F0)" "$out"
-done
-stray=$(cd "$work/p1" && find . -name '*.orig' -o -name '*.rej')
-[[ -z $stray ]] || die "patch -p1 -F0 left backup or reject files: $stray"
-same_tree "$work/git" "$work/p1" "patch -p1 -F0"
-note "patch -p1 -F0: ${#SERIES[@]} patches apply exactly and match git's result"
-
-# 2. quilt push -a, then quilt pop -a back to the pristine tree.
-copy_tree "$work/pristine" "$work/quilt"
-out=$(quilt_in "$work/quilt" series push -a --fuzz=0 2>&1) || die "quilt push -a failed on the pristine pin:
-$out"
-exact "quilt push -a" "$out"
-same_tree "$work/git" "$work/quilt" "quilt push -a"
-out=$(quilt_in "$work/quilt" series pop -a 2>&1) || die "quilt pop -a failed:
-$out"
-# quilt removes the files a patch created but not their new directories.
-(cd "$work/quilt" && find . -depth -mindepth 1 -type d -not -path './.git*' -not -path './.pc*' -printf '%P\n') |
-	while read -r dir; do
-		[[ -d $work/pristine/$dir ]] || rmdir "$work/quilt/$dir" 2>/dev/null || true
-	done
-same_tree "$work/pristine" "$work/quilt" "quilt pop -a"
-note "quilt: push -a matches git's result, pop -a restores the pristine pin byte for byte"
-
-# 3. The python/-rooted layout: -p2 with the series that leaves out test/ patches.
-cp -a "$work/pristine/python" "$work/p2"
-for name in "${python_root[@]}"; do
-	out=$(patch -d "$work/p2" -p2 -F0 -N -f --no-backup-if-mismatch -i "$PATCHES_DIR/$name" 2>&1) ||
-		die "patch -p2 -F0 refuses $name on the pin's python/ tree:
-$out"
-	exact "$name (patch -p2 -F0)" "$out"
-done
-same_tree "$work/git/python" "$work/p2" "patch -p2 -F0 on python/"
-cp -a "$work/pristine/python" "$work/quilt-p2"
-out=$(quilt_in "$work/quilt-p2" "$work/python-root/series" push -a --fuzz=0 2>&1) ||
-	die "quilt push -a with the python/-rooted series failed:
-$out"
-exact "quilt push -a (python/-rooted)" "$out"
-same_tree "$work/git/python" "$work/quilt-p2" "quilt push -a on python/"
-quilt_in "$work/quilt-p2" "$work/python-root/series" pop -a >/dev/null 2>&1 || die "quilt pop -a with the python/-rooted series failed"
-same_tree "$work/pristine/python" "$work/quilt-p2" "quilt pop -a on python/"
-note "python/-rooted tree: ${#python_root[@]} of ${#SERIES[@]} patches apply with -p2 (patch and quilt); pop restores it"
+# Upstream's layout (-p1, patches/series), and the python/-rooted one of the
+# published package (-p2, the series that leaves out the test/ patches).
+check_layout upstream-root "$work/pristine" "$work/git" 1 series "${SERIES[@]}"
+check_layout python-root "$work/pristine/python" "$work/git/python" 2 "$work/python-root/series" "${python_root[@]}"
