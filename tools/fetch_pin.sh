@@ -7,8 +7,6 @@ source "$(dirname "$0")/lib.sh"
 version=$(lock_value version)
 file=$(lock_value file)
 sha256=$(lock_value sha256)
-python_version=$(lock_value python_version)
-platform=$(lock_value platform)
 pin=$PIN_CACHE/$file
 
 sha_of() { sha256sum "$1" | cut -d' ' -f1; }
@@ -19,8 +17,8 @@ intact() {
 }
 
 fetch() {
-	local tmp actual log
-	# A download interrupted by a kill leaves its private directory: nothing else owns it now.
+	local actual
+	# A download a killed run left: nothing else owns it now (this run holds the lock).
 	rm -rf "$PIN_CACHE"/.download.*
 	if [[ -f $pin ]]; then
 		actual=$(sha_of "$pin")
@@ -35,27 +33,13 @@ fetch() {
 		die "cached pin $pin is corrupt (sha256 $actual, not a readable wheel); delete it and run 'make apply' again to download it"
 	fi
 
-	# Download into a private directory and move into place only once verified,
-	# so an interrupted or corrupt download never passes as the pin.
-	tmp=$(mktemp -d "$PIN_CACHE/.download.XXXXXX")
-	log=$tmp/pip.log
-	trap 'rm -rf "$tmp"' EXIT
-	trap 'die "interrupted while downloading $file; nothing was cached, run the command again"' INT TERM
-	note "pin: downloading $file"
-	if ! python3 -m pip download --quiet --no-deps --only-binary=:all: \
-		--python-version "$python_version" --platform "$platform" \
-		--dest "$tmp" "sglang==$version" >"$log" 2>&1; then
-		grep -i 'error' "$log" | tail -3 >&2 || true
-		die "could not download sglang==$version from the package registry (pip's reason above); with no network, copy $file into $PIN_CACHE/"
-	fi
-	[[ -f $tmp/$file ]] || die "the registry did not serve $file for sglang==$version (got: $(find "$tmp" -name '*.whl' -printf '%f ')); check file= in upstream.lock"
-	actual=$(sha_of "$tmp/$file")
+	# Verified before it is moved into place: a corrupt download never passes as the pin.
+	download_sglang "$version" "$PIN_CACHE" "with no network, copy $file into $PIN_CACHE/"
+	[[ -f $DOWNLOAD/$file ]] || die "the registry did not serve $file for sglang==$version (got: $(find "$DOWNLOAD" -name '*.whl' -printf '%f ')); check file= in upstream.lock"
+	actual=$(sha_of "$DOWNLOAD/$file")
 	[[ $actual == "$sha256" ]] ||
 		die "the registry's $file has sha256 $actual, but upstream.lock says $sha256; refusing it (check sha256= in upstream.lock)"
-	mv "$tmp/$file" "$pin"
-	# Now, while tmp is in scope: the EXIT trap would run after this function returned.
-	rm -rf "$tmp"
-	trap - EXIT INT TERM
+	mv "$DOWNLOAD/$file" "$pin"
 	note "pin: $file (downloaded, sha256 verified)"
 	echo "$pin"
 }

@@ -89,6 +89,28 @@ unexported() {
 	git -C "$PIN_TREE" log --format='commit %h %s' HEAD --not "$stamped" "$pristine"
 }
 
+# download_sglang VERSION CACHE HINT: download sglang==VERSION's wheel, for the pin's
+# Python and platform, into DOWNLOAD: a new private directory in CACHE, removed when
+# the script exits. The caller moves the wheel into place once it is complete, so no
+# half download is ever cached. A release the registry lacks, no network or Ctrl-C
+# stops it with one line (ending in HINT, the way out).
+download_sglang() {
+	local version=$1 newest
+	DOWNLOAD=$(mktemp -d "$2/.download.XXXXXX")
+	trap 'rm -rf "$DOWNLOAD"' EXIT
+	trap 'die "interrupted while downloading sglang $version; nothing was cached, run the command again"' INT TERM
+	note "downloading sglang $version from the package registry"
+	if ! python3 -m pip download --quiet --no-deps --only-binary=:all: \
+		--python-version "$(lock_value python_version)" --platform "$(lock_value platform)" \
+		--dest "$DOWNLOAD" "sglang==$version" >"$DOWNLOAD/pip.log" 2>&1; then
+		if grep -q 'No matching distribution' "$DOWNLOAD/pip.log"; then
+			newest=$(sed -n 's/.*(from versions: \(.*\)).*/\1/p' "$DOWNLOAD/pip.log" | tr -d ' ' | tr ',' '\n' | tail -1)
+			die "could not download sglang==$version: sglang $version is not on the package registry (newest there: ${newest:-none}, or no network); $3"
+		fi
+		die "could not download sglang==$version: $(grep -i error "$DOWNLOAD/pip.log" | tail -1); $3"
+	fi
+}
+
 # with_lock FILE CMD...: run CMD holding an exclusive lock on FILE.
 # (Its variable is _lock_file: bash's dynamic scope would show a 'file' to CMD.)
 with_lock() {

@@ -16,36 +16,21 @@ upstream=$1
 # it holding the cache's lock). Not the pin, so nothing to verify against; the
 # report prints its sha256.
 fetch_release() {
-	local version=$1 cache=$UPSTREAM_CACHE/$1 tmp wheel newest
-	# A download killed outright leaves its private directory: nothing else owns it now.
+	local version=$1 cache=$UPSTREAM_CACHE/$1 wheel
+	# A download a killed run left: nothing else owns it now.
 	rm -rf "$UPSTREAM_CACHE"/.download.*
 	wheel=$(find "$cache" -maxdepth 1 -name "sglang-$version-*.whl" 2>/dev/null | sort | head -1)
-	if [[ -n $wheel ]]; then
-		note "sglang $version: $(basename "$wheel") (cached)"
-		echo "$wheel"
-		return
+	if [[ -z $wheel ]]; then
+		# (This runs in $(...), a subshell: the download's traps are its own.)
+		download_sglang "$version" "$UPSTREAM_CACHE" "pass a version it has or the path of an sglang clone"
+		wheel=$(find "$DOWNLOAD" -maxdepth 1 -name "sglang-$version-*.whl" | head -1)
+		[[ -n $wheel ]] || die "the registry served no sglang-$version wheel for $(lock_value platform)"
+		mkdir -p "$cache"
+		mv "$wheel" "$cache/"
+		wheel=$cache/$(basename "$wheel")
 	fi
-	# A private directory, moved into place only when complete: no half download is ever cached.
-	tmp=$(mktemp -d "$UPSTREAM_CACHE/.download.XXXXXX")
-	# (This runs in $(...), a subshell: these traps are its own.)
-	# shellcheck disable=SC2064 # $tmp is fixed now
-	trap "rm -rf '$tmp'" EXIT
-	trap 'die "interrupted while downloading sglang $version; nothing was cached"' INT TERM
-	note "sglang $version: downloading from the package registry"
-	if ! python3 -m pip download --quiet --no-deps --only-binary=:all: \
-		--python-version "$(lock_value python_version)" --platform "$(lock_value platform)" \
-		--dest "$tmp" "sglang==$version" >"$tmp/pip.log" 2>&1; then
-		if grep -q 'No matching distribution' "$tmp/pip.log"; then
-			newest=$(sed -n 's/.*(from versions: \(.*\)).*/\1/p' "$tmp/pip.log" | tr -d ' ' | tr ',' '\n' | tail -1)
-			die "sglang $version is not on the package registry (newest there: ${newest:-none}, or no network); pass a version it has or the path of an sglang clone"
-		fi
-		die "could not download sglang==$version: $(grep -i error "$tmp/pip.log" | tail -1); pass the path of an sglang clone instead"
-	fi
-	wheel=$(find "$tmp" -maxdepth 1 -name "sglang-$version-*.whl" | head -1)
-	[[ -n $wheel ]] || die "the registry served no sglang-$version wheel for $(lock_value platform)"
-	mkdir -p "$cache"
-	mv "$wheel" "$cache/"
-	echo "$cache/$(basename "$wheel")"
+	note "sglang $version: $(basename "$wheel")"
+	echo "$wheel"
 }
 
 work=$(mktemp -d)
