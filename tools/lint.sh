@@ -15,4 +15,5 @@ if [[ ! -x $tool_venv/bin/pre-commit ]]; then
 fi
 cd "$ROOT"
 # pre-commit only sees files git knows about: lint what is tracked or staged.
-"$tool_venv/bin/pre-commit" run --all-files --show-diff-on-failure --color never
+"$tool_venv/bin/pre-commit" run --all-files --show-diff-on-failure --color never ||
+	die "pre-commit hooks failed (above); fix those files, or commit what black and isort rewrote, and run this again"

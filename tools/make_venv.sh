@@ -34,7 +34,7 @@ writable_dir "$(dirname "$VENV")"
 rm -rf "$VENV"
 if [[ -n $WHEELHOUSE ]]; then
 	note "building $VENV offline from $WHEELHOUSE on top of $PYTHON's torch"
-	"$PYTHON" -m venv --system-site-packages "$VENV"
+	"$PYTHON" -m venv --system-site-packages "$VENV" || die "$PYTHON -m venv failed; install Python's venv module (Debian/Ubuntu: apt-get install python3-venv)"
 	# $PYTHON may itself be a venv (the GPU machine's python3 is): --system-site-packages
 	# then reaches its base interpreter, not its torch. Chain its site-packages in too.
 	"$PYTHON" -c 'import site, sys
@@ -46,7 +46,8 @@ if sys.prefix != sys.base_prefix:
 else
 	note "building $VENV from the package registry ($requirements): about 5 GB, 3-4 minutes the first time"
 	"$PYTHON" -m venv "$VENV" || die "$PYTHON -m venv failed; install Python's venv module (Debian/Ubuntu: apt-get install python3-venv)"
-	"$VENV/bin/pip" install --quiet --upgrade pip >/dev/null
+	"$VENV/bin/pip" install --quiet --upgrade pip >/dev/null ||
+		die "upgrading pip in $VENV failed (is the package registry reachable?)"
 	# Not --quiet: pip's lines (Collecting, Downloading, Installing) are the progress.
 	"$VENV/bin/pip" install --progress-bar off -r "$requirements" >&2 ||
 		die "installing $requirements into $VENV failed (is the package registry reachable?)"

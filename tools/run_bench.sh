@@ -38,6 +38,6 @@ for bench in bench_moe_lora_info_kernel bench_moe_lora_info bench_moe_layer benc
 	note "$bench -> $out/$bench.txt"
 	PYTHONUNBUFFERED=1 "$python" "$ROOT/bench/$bench.py" \
 		--sglang-dir "$SGLANG_DIR" --base "$PIN_TAG" --out-dir "$out" "$@" 2>&1 |
-		tee "$out/$bench.txt"
+		tee "$out/$bench.txt" || die "bench/$bench.py failed (its output above, and in $out/$bench.txt)"
 done
 note "results in $out"

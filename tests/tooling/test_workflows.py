@@ -558,6 +558,23 @@ def test_building_the_environment_shows_progress(project, tmp_path):
     assert "environment ready: torch 0.0 triton 0.0" in result.stderr
     again = run(["make", "venv"], project, check=True)
     assert "is up to date" in again.stderr
+    # A requirement the registry lacks: one line naming the cause.
+    (project / "requirements" / "test.txt").write_text("torch==0.0\nabsent==1.0\n")
+    failed = run(["make", "venv"], project, env={"PIP_FIND_LINKS": str(index)})
+    assert failed.returncode != 0
+    errors = [x for x in failed.stderr.splitlines() if x.startswith("error: ")]
+    assert errors[-1].startswith("error: installing "), failed.stderr
+    assert errors[-1].endswith("failed (is the package registry reachable?)")
+
+
+def test_every_script_is_strict(project):
+    # Every script stops at the first failing command, unset variable or pipe
+    # (lib.sh is sourced by the others, after their own such line).
+    scripts = [project / "apply.sh", project / ".ci" / "run"]
+    scripts += [p for p in (project / "tools").glob("*.sh") if p.name != "lib.sh"]
+    for script in scripts:
+        code = [x for x in script.read_text().splitlines() if not x.startswith("#")]
+        assert code[0] == "set -euo pipefail", script
 
 
 def test_docs_hold_project_facts_only(project):
