@@ -307,6 +307,7 @@ def test_check_distro_refuses_a_patch_that_needs_an_offset(project):
     assert f"{patch.name} (patch -p1 -F0) does not apply exactly" in result.stderr
 
 
+@pytest.mark.needs("patch")
 def test_check_distro_says_how_to_get_quilt(project, tmp_path):
     # PATH without quilt: one line naming the missing tool and how to install it.
     bin_dir = tmp_path / "bin"
@@ -320,23 +321,33 @@ def test_check_distro_says_how_to_get_quilt(project, tmp_path):
     assert "apt-get install quilt" in result.stderr
 
 
-def test_tests_that_need_quilt_are_skipped_without_it(project, tmp_path):
-    # make test on a machine without quilt: skipped with the way to get it, not failed.
+def test_tests_that_need_quilt_or_patch_are_skipped_without_them(project, tmp_path):
+    # make test on a machine with neither: skipped with the way to get them, not failed.
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for directory in clean_env()["PATH"].split(":"):
         for tool in Path(directory).glob("*") if Path(directory).is_dir() else []:
-            if tool.name != "quilt" and not (bin_dir / tool.name).exists():
+            if (
+                tool.name not in ("quilt", "patch")
+                and not (bin_dir / tool.name).exists()
+            ):
                 (bin_dir / tool.name).symlink_to(tool)
     result = run(
         [PYTHON, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs"]
-        + ["tests/tooling/test_workflows.py", "-k", "needs_an_offset"],
+        + ["tests/tooling", "-m", "needs"],
         project,
         env={"PATH": str(bin_dir)},
     )
     assert result.returncode == 0, result.stdout
-    assert "1 skipped" in result.stdout
-    assert "needs quilt (make check runs it" in result.stdout
+    marked = sum(
+        len(re.findall(r"^@pytest\.mark\.needs\(", f.read_text(), re.M))
+        for f in (project / "tests" / "tooling").glob("test_*.py")
+    )
+    assert re.search(rf"\b{marked} skipped, \d+ deselected", result.stdout)
+    assert "needs quilt, patch (make check runs it" in result.stdout
+    assert "needs patch (make check runs it; Debian/Ubuntu: apt-get install patch)" in (
+        result.stdout
+    )
 
 
 def test_python_root_series_refuses_a_mixed_patch(project):
