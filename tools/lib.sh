@@ -95,13 +95,15 @@ unexported() {
 # half download is ever cached. A release the registry lacks, no network or Ctrl-C
 # stops it with one line (ending in HINT, the way out).
 download_sglang() {
-	local version=$1 newest
+	local version=$1 python_version platform newest
+	python_version=$(lock_value python_version)
+	platform=$(lock_value platform)
 	DOWNLOAD=$(mktemp -d "$2/.download.XXXXXX")
 	trap 'rm -rf "$DOWNLOAD"' EXIT
 	trap 'die "interrupted while downloading sglang $version; nothing was cached, run the command again"' INT TERM
 	note "downloading sglang $version from the package registry"
 	if ! python3 -m pip download --quiet --no-deps --only-binary=:all: \
-		--python-version "$(lock_value python_version)" --platform "$(lock_value platform)" \
+		--python-version "$python_version" --platform "$platform" \
 		--dest "$DOWNLOAD" "sglang==$version" >"$DOWNLOAD/pip.log" 2>&1; then
 		if grep -q 'No matching distribution' "$DOWNLOAD/pip.log"; then
 			newest=$(sed -n 's/.*(from versions: \(.*\)).*/\1/p' "$DOWNLOAD/pip.log" | tr -d ' ' | tr ',' '\n' | tail -1)

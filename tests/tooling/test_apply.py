@@ -426,6 +426,8 @@ def test_ctrl_c_during_the_download_says_so(project, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        # A shell started with SIGINT ignored (a background job) cannot trap it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     seen = []
     for line in proc.stderr:
