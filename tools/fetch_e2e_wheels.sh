@@ -16,7 +16,7 @@ PIP_PYTHON=${PIP_PYTHON:-python3}
 "$ROOT/tools/fetch_gpu_wheels.sh"
 mkdir -p "$WHEELS_DIR"
 # Every pin whose wheel is missing, after removing wheels that no pin names.
-mapfile -t registry < <("$PIP_PYTHON" "$ROOT/tools/e2e_wheels.py" missing "$REQUIREMENTS" "$WHEELS_DIR")
+mapfile -t registry < <("$PIP_PYTHON" "$ROOT/tools/wheelhouse.py" missing "$REQUIREMENTS" "$WHEELS_DIR")
 if [[ ${#registry[@]} -gt 0 ]]; then
 	note "downloading ${#registry[@]} wheels for CPython 3.12: ${registry[*]}"
 	"$PIP_PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
@@ -26,6 +26,6 @@ if [[ ${#registry[@]} -gt 0 ]]; then
 		die "downloading the wheels of $REQUIREMENTS failed (is the package registry reachable?)"
 fi
 
-"$PIP_PYTHON" "$ROOT/tools/e2e_wheels.py" check "$REQUIREMENTS" "$WHEELS_DIR" "$BASE_REQUIREMENTS"
-"$PIP_PYTHON" "$ROOT/tools/e2e_wheels.py" report "$WHEELS_DIR" "$MAX_MB"
+"$PIP_PYTHON" "$ROOT/tools/wheelhouse.py" check "$REQUIREMENTS" "$WHEELS_DIR" "$BASE_REQUIREMENTS"
+"$PIP_PYTHON" "$ROOT/tools/wheelhouse.py" report "$WHEELS_DIR" "$MAX_MB"
 note "e2e wheelhouse ready: $WHEELS_DIR (with $BUILD_DIR/gpu-wheels)"

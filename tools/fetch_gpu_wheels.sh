@@ -31,71 +31,11 @@ writable_dir "$WHEELS_DIR"
 rm -rf "$SCRATCH"
 trap 'rm -rf "$SCRATCH"' EXIT
 
-# trim_kernel WHEEL DIR LOCAL: repack WHEEL into DIR with its Python files and the SM90
-# ops library only, as version +LOCAL; prints the new wheel's name.
-trim_kernel() {
-	"$PIP_PYTHON" - "$@" <<'EOF'
-import base64, hashlib, re, sys, zipfile
-from pathlib import Path
-
-def trim_kernel(src, dst_dir, local):
-    """Repack the sglang-kernel wheel with its Python files and the SM90 ops library only."""
-    def keep(name):
-        if name.startswith("triton_kernels/"):
-            return True  # pure Python, imported by sglang's MoE code
-        if name.startswith("sgl_kernel/"):
-            return not (name.startswith("sgl_kernel/sm100/")
-                        or name in ("sgl_kernel/flash_ops.abi3.so", "sgl_kernel/flashmla_ops.abi3.so"))
-        return ".dist-info/" in name and not name.endswith("/RECORD")
-    src = Path(src)
-    name, version, *tags = src.name[:-len(".whl")].split("-")
-    new_version = f"{version}+{local}"
-    old_info, new_info = f"{name}-{version}.dist-info/", f"{name}-{new_version}.dist-info/"
-    dst = Path(dst_dir) / f"{name}-{new_version}-{'-'.join(tags)}.whl"
-    tmp = dst.with_suffix(".tmp")
-    record = []
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zout:
-        for info in zin.infolist():
-            if info.is_dir() or not keep(info.filename):
-                continue
-            data = zin.read(info)
-            arcname = info.filename
-            if arcname.startswith(old_info):
-                arcname = new_info + arcname[len(old_info):]
-                if arcname == new_info + "METADATA":
-                    text, n = re.subn(r"^Version: .*$", f"Version: {new_version}", data.decode(),
-                                      count=1, flags=re.M)
-                    assert n == 1, "no Version line in METADATA"
-                    data = text.encode()
-            out = zipfile.ZipInfo(arcname, date_time=info.date_time)
-            out.external_attr = info.external_attr
-            out.compress_type = zipfile.ZIP_DEFLATED
-            zout.writestr(out, data)
-            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-            record.append(f"{arcname},sha256={digest},{len(data)}")
-        record.append(f"{new_info}RECORD,,")
-        out = zipfile.ZipInfo(new_info + "RECORD", date_time=(2000, 1, 1, 0, 0, 0))
-        out.external_attr = 0o100644 << 16
-        out.compress_type = zipfile.ZIP_DEFLATED
-        zout.writestr(out, "\n".join(record) + "\n")
-    names = {r.split(",", 1)[0] for r in record}
-    for needed in ("sgl_kernel/__init__.py", "sgl_kernel/load_utils.py",
-                   "sgl_kernel/sm90/common_ops.abi3.so", "triton_kernels/__init__.py"):
-        if needed not in names:
-            tmp.unlink()
-            sys.exit(f"error: {src.name} has no {needed}; the trim would be unusable")
-    tmp.rename(dst)
-    print(dst.name)
-
-trim_kernel(*sys.argv[1:])
-EOF
-}
-
 # The registry's wheels: everything pinned but sglang-kernel, fetched for CPython 3.12 on
 # x86-64 Linux (glibc 2.39 there, so any manylinux tag up to 2_39), without dependencies:
 # requirements/gpu-offline.txt pins each one, and 'check' below proves the set closed
-# (tools/e2e_wheels.py: the pins, the closure check and the sizes of both wheelhouses).
-missing_out=$("$PIP_PYTHON" "$ROOT/tools/e2e_wheels.py" missing "$REQUIREMENTS" "$WHEELS_DIR")
+# (tools/wheelhouse.py: the pins, the closure check and the sizes of both wheelhouses).
+missing_out=$("$PIP_PYTHON" "$ROOT/tools/wheelhouse.py" missing "$REQUIREMENTS" "$WHEELS_DIR")
 missing=()
 [[ -z $missing_out ]] || mapfile -t missing <<<"$missing_out"
 registry=()
@@ -135,10 +75,10 @@ if [[ -n $kernel_pin ]]; then
 	[[ $actual == "$KERNEL_SHA256" ]] ||
 		die "$KERNEL_WHEEL has sha256 $actual, expected $KERNEL_SHA256"
 	note "trimming it to sgl_kernel's Python files, sm90/common_ops.abi3.so and triton_kernels"
-	trimmed=$(trim_kernel "$SCRATCH/$KERNEL_WHEEL" "$WHEELS_DIR" "${version#*+}")
+	trimmed=$("$PIP_PYTHON" "$ROOT/tools/wheelhouse.py" trim "$SCRATCH/$KERNEL_WHEEL" "$WHEELS_DIR" "${version#*+}")
 	note "wrote $trimmed"
 fi
 
-"$PIP_PYTHON" "$ROOT/tools/e2e_wheels.py" check "$REQUIREMENTS" "$WHEELS_DIR" "$REQUIREMENTS"
-"$PIP_PYTHON" "$ROOT/tools/e2e_wheels.py" report "$WHEELS_DIR" "$MAX_MB"
+"$PIP_PYTHON" "$ROOT/tools/wheelhouse.py" check "$REQUIREMENTS" "$WHEELS_DIR" "$REQUIREMENTS"
+"$PIP_PYTHON" "$ROOT/tools/wheelhouse.py" report "$WHEELS_DIR" "$MAX_MB"
 note "wheelhouse ready: one wheel per pin, every dependency met by it or by the machine"

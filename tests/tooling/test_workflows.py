@@ -6,6 +6,8 @@ Every test works on a private copy of the project and needs no network. Tests
 that need quilt or patch are marked so (`make check`).
 """
 
+import base64
+import hashlib
 import re
 import shutil
 import tarfile
@@ -13,7 +15,17 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import PIN_TAG, PYTHON, clean_env, git, run, series, subject, touched
+from conftest import (
+    PIN_TAG,
+    PYTHON,
+    ROOT,
+    clean_env,
+    git,
+    run,
+    series,
+    subject,
+    touched,
+)
 
 SECTIONS = [
     "## Motivation",
@@ -601,3 +613,64 @@ def test_docs_hold_project_facts_only(project):
         if narrative.search(line)
     ]
     assert found == []
+
+
+# The offline GPU wheelhouse
+
+
+def test_the_kernel_wheel_is_trimmed_to_what_the_lora_and_moe_paths_load(tmp_path):
+    info = "sglang_kernel-0.4.2.post2.dist-info"
+    kept = [
+        "sgl_kernel/__init__.py",
+        "sgl_kernel/load_utils.py",
+        "sgl_kernel/sm90/common_ops.abi3.so",
+        "sgl_kernel/spatial_ops.abi3.so",
+        "triton_kernels/__init__.py",
+    ]
+    dropped = [
+        "sgl_kernel/sm100/common_ops.abi3.so",
+        "sgl_kernel/flash_ops.abi3.so",
+        "sgl_kernel/flashmla_ops.abi3.so",
+        "lib/libmscclpp.so",
+        f"{info}/RECORD",
+    ]
+    src = tmp_path / "sglang_kernel-0.4.2.post2-cp310-abi3-manylinux2014_x86_64.whl"
+    with zipfile.ZipFile(src, "w") as whl:
+        for name in kept + dropped:
+            whl.writestr(name, f"{name}\n")
+        whl.writestr(f"{info}/METADATA", "Name: sglang-kernel\nVersion: 0.4.2.post2\n")
+    trim = [PYTHON, str(ROOT / "tools" / "wheelhouse.py"), "trim", str(src)]
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run([*trim, str(out), "sm90"], tmp_path, check=True)
+    name = "sglang_kernel-0.4.2.post2+sm90-cp310-abi3-manylinux2014_x86_64.whl"
+    assert result.stdout.strip() == name
+    new_info = "sglang_kernel-0.4.2.post2+sm90.dist-info"
+    with zipfile.ZipFile(out / name) as whl:
+        assert whl.namelist() == kept + [f"{new_info}/METADATA", f"{new_info}/RECORD"]
+        assert (
+            "Version: 0.4.2.post2+sm90\n" in whl.read(f"{new_info}/METADATA").decode()
+        )
+        record = whl.read(f"{new_info}/RECORD").decode().splitlines()
+        for line in record[:-1]:
+            path, digest, size = line.split(",")
+            data = whl.read(path)
+            b64 = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            assert (digest, int(size)) == (f"sha256={b64.decode()}", len(data))
+        assert record[-1] == f"{new_info}/RECORD,,"
+    # The same input gives the same bytes.
+    again = tmp_path / "again"
+    again.mkdir()
+    run([*trim, str(again), "sm90"], tmp_path, check=True)
+    assert (again / name).read_bytes() == (out / name).read_bytes()
+
+    # A wheel without the SM90 library would be unusable: refused, nothing written.
+    with zipfile.ZipFile(src, "w") as whl:
+        whl.writestr("sgl_kernel/__init__.py", "")
+    (out / name).unlink()
+    result = run([*trim, str(out), "sm90"], tmp_path)
+    assert result.returncode != 0
+    assert (
+        "has no sgl_kernel/load_utils.py; the trim would be unusable" in result.stderr
+    )
+    assert list(out.iterdir()) == []

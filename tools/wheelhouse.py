@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""The e2e wheelhouse's helper (tools/fetch_e2e_wheels.sh): pins, check, sizes.
+"""The wheelhouses' helper (tools/fetch_gpu_wheels.sh, tools/fetch_e2e_wheels.sh).
 
-    e2e_wheels.py missing REQUIREMENTS DIR      print the pins without a wheel in DIR
-    e2e_wheels.py check REQUIREMENTS DIR BASE   every dependency met (or marked unneeded)
-    e2e_wheels.py report DIR MAX_MB             sizes; fail over the budget
+    wheelhouse.py missing REQUIREMENTS DIR      print the pins without a wheel in DIR
+    wheelhouse.py check REQUIREMENTS DIR BASE   every dependency met (or marked unneeded)
+    wheelhouse.py report DIR MAX_MB             sizes; fail over the budget
+    wheelhouse.py trim WHEEL DIR LOCAL          sglang-kernel's wheel cut down to its
+        Python files and the SM90 ops library, as version +LOCAL in DIR (prints its name)
 """
 
+import base64
+import hashlib
 import re
 import sys
 import zipfile
@@ -139,6 +143,74 @@ def report(directory, max_mb):
         )
 
 
+def trim(src, dst_dir, local):
+    """Repack the sglang-kernel wheel with its Python files and the SM90 ops library only."""
+
+    def keep(name):
+        if name.startswith("triton_kernels/"):
+            return True  # pure Python, imported by sglang's MoE code
+        if name.startswith("sgl_kernel/"):
+            return not (
+                name.startswith("sgl_kernel/sm100/")
+                or name
+                in ("sgl_kernel/flash_ops.abi3.so", "sgl_kernel/flashmla_ops.abi3.so")
+            )
+        return ".dist-info/" in name and not name.endswith("/RECORD")
+
+    src = Path(src)
+    name, version, *tags = src.name[: -len(".whl")].split("-")
+    new_version = f"{version}+{local}"
+    old_info = f"{name}-{version}.dist-info/"
+    new_info = f"{name}-{new_version}.dist-info/"
+    dst = Path(dst_dir) / f"{name}-{new_version}-{'-'.join(tags)}.whl"
+    tmp = dst.with_suffix(".tmp")
+    record = []
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(
+        tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=9
+    ) as zout:
+        for info in zin.infolist():
+            if info.is_dir() or not keep(info.filename):
+                continue
+            data = zin.read(info)
+            arcname = info.filename
+            if arcname.startswith(old_info):
+                arcname = new_info + arcname[len(old_info) :]
+                if arcname == new_info + "METADATA":
+                    text, n = re.subn(
+                        r"^Version: .*$",
+                        f"Version: {new_version}",
+                        data.decode(),
+                        count=1,
+                        flags=re.M,
+                    )
+                    assert n == 1, "no Version line in METADATA"
+                    data = text.encode()
+            out = zipfile.ZipInfo(arcname, date_time=info.date_time)
+            out.external_attr = info.external_attr
+            out.compress_type = zipfile.ZIP_DEFLATED
+            zout.writestr(out, data)
+            digest = hashlib.sha256(data).digest()
+            b64 = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+            record.append(f"{arcname},sha256={b64},{len(data)}")
+        record.append(f"{new_info}RECORD,,")
+        out = zipfile.ZipInfo(new_info + "RECORD", date_time=(2000, 1, 1, 0, 0, 0))
+        out.external_attr = 0o100644 << 16
+        out.compress_type = zipfile.ZIP_DEFLATED
+        zout.writestr(out, "\n".join(record) + "\n")
+    names = {r.split(",", 1)[0] for r in record}
+    for needed in (
+        "sgl_kernel/__init__.py",
+        "sgl_kernel/load_utils.py",
+        "sgl_kernel/sm90/common_ops.abi3.so",
+        "triton_kernels/__init__.py",
+    ):
+        if needed not in names:
+            tmp.unlink()
+            sys.exit(f"error: {src.name} has no {needed}; the trim would be unusable")
+    tmp.rename(dst)
+    print(dst.name)
+
+
 if __name__ == "__main__":
     cmd, *args = sys.argv[1:]
-    {"missing": missing, "check": check, "report": report}[cmd](*args)
+    {"missing": missing, "check": check, "report": report, "trim": trim}[cmd](*args)
