@@ -54,7 +54,7 @@ bench: venv ## GPU benchmarks: the metadata kernel vs upstream 0.5.13, per-batch
 pr: ## apply the series as commits on a new branch of SGLANG_DIR and write the PR body
 	tools/pr.sh $(SGLANG_DIR)
 
-dist: ## reproducible release tarball of the series in dist/
+dist: ## reproducible release tarball of the series in build/dist/
 	tools/dist.sh
 
 rebase: ## try the series on a newer sglang (UPSTREAM=version or path) and report per patch

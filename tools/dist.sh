@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the release tarball of the series for packagers:
-#   dist/sglang-moe-lora-info-<pin version>-<latest Last-Update>.tar.gz
+#   build/dist/sglang-moe-lora-info-<pin version>-<latest Last-Update>.tar.gz
 # with patches/ (series, series.python-root, the patches), upstream.lock, a
 # README (the top of README.md, the pin, docs/distro.md) and SHA256SUMS.
 # Reproducible: names, dates, owners and order come from the content only, so
@@ -8,7 +8,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-DIST_DIR=$ROOT/dist
+DIST_DIR=$BUILD_DIR/dist
 [[ $# -eq 0 ]] || die "usage: $0 (writes to $DIST_DIR)"
 
 load_series
@@ -44,7 +44,7 @@ mv "$work/SHA256SUMS" "$stage/SHA256SUMS"
 # Fixed modes, owner, mtime and order; gzip -n keeps the name and time out of the header.
 find "$stage" -type d -exec chmod 0755 {} +
 find "$stage" -type f -exec chmod 0644 {} +
-mkdir -p "$DIST_DIR"
+writable_dir "$DIST_DIR"
 tarball=$DIST_DIR/$name.tar.gz
 tar -C "$work" --format=gnu --sort=name --mtime="@$epoch" --owner=0 --group=0 --numeric-owner \
 	-cf - "$name" | gzip -9n >"$work/out.tar.gz"

@@ -381,6 +381,7 @@ def test_python_root_series_refuses_a_mixed_patch(project):
 def test_dist_is_reproducible(project, tmp_path):
     out = run(["make", "dist"], project, check=True).stdout
     tarball = Path(re.search(r"^(/\S+\.tar\.gz)$", out, re.M)[1])
+    assert tarball.parent == project / "build" / "dist"  # build/ only
     newest = max(
         re.search(r"^Last-Update: (\S+)", p.read_text(), re.M)[1]
         for p in series(project)
@@ -426,7 +427,7 @@ def test_dist_refuses_a_broken_series(project):
     result = run(["make", "dist"], project)
     assert result.returncode != 0
     assert "0006-missing.patch does not exist" in result.stderr
-    assert not list((project / "dist").glob("*.tar.gz"))
+    assert not list((project / "build" / "dist").glob("*.tar.gz"))
 
 
 # make rebase (offline: synthetic newer trees)
