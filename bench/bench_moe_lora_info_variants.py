@@ -1,19 +1,21 @@
 """Designs of the per-batch MoE LoRA metadata kernel, side by side in one run:
-the patched tree's kernel against candidate rewrites, so that the one in patch
-0002 is a measured choice.
+the patched tree's kernel against earlier designs and other launch shapes, so
+that the one in patch 0002 is a measured choice.
 
 Variants (all write the same preallocated outputs, checked against
 _compute_moe_lora_info before timing):
-  ours        _compute_moe_lora_info of the patched tree: adapter_enabled by
-              scatter (program 0 zeroes it, sets the used adapters, clears
-              rank-0 ones, with a CTA barrier between the phases), at most 128
+  ours        _compute_moe_lora_info of the patched tree: adapter_enabled from a
+              32-bit mask of the adapters in use (one integer OR reduction in
+              program 0, each entry stored once: no barrier), a segment's first
+              tokens stored before the longest-segment reduction, at most 128
               segments per program, 4 warps
   ours/wN     the same kernel on N warps
-  ours s1024  up to 1024 segments per program (one program at decode bs 512)
-  tile        the series' earlier kernel: adapter_enabled from a (segments x
+  ours sN     up to N segments per program
+  scatter     patch 0002's kernel up to 2026-12-06: program 0 zeroes
+              adapter_enabled, sets the used adapters, clears rank-0 ones, with a
+              CTA barrier between the phases (scatter/w8: on 8 warps)
+  tile        the kernel before that: adapter_enabled from a (segments x
               adapters) compare tile, up to 1024 segments per program
-  tile s128   the same, at most 128 segments per program
-  hist        adapter_enabled from tl.histogram of the adapter ids
   empty       an empty Triton kernel: the launch floor
 GPU time: triton.testing.do_bench_cudagraph (per call), --rounds rounds that
 interleave the variants; median [min-max].
@@ -48,37 +50,6 @@ from sglang.srt.lora.backend.base_backend import (
     _compute_moe_lora_info,
     _compute_moe_lora_info_kernel,
 )
-
-
-@triton.jit
-def _segments_to_tokens(
-    pid,
-    seg_indptr_ptr,
-    mapping_ptr,
-    segs,
-    loras,
-    num_segments,
-    num_tokens,
-    mapping_len,
-    num_chunks,
-    BLOCK_S: tl.constexpr,
-    BLOCK_T: tl.constexpr,
-):
-    seg_mask = segs < num_segments
-    starts = tl.maximum(tl.load(seg_indptr_ptr + segs, mask=seg_mask, other=0), 0)
-    ends = tl.minimum(tl.load(seg_indptr_ptr + segs + 1, seg_mask, other=0), num_tokens)
-    first = tl.minimum(tl.maximum(tl.load(seg_indptr_ptr), 0), num_tokens)
-    last = tl.load(seg_indptr_ptr + num_segments)
-    last = tl.minimum(tl.maximum(last, first), num_tokens)
-    longest = tl.max(ends - starts, axis=0)
-    offset = (pid % num_chunks) * BLOCK_T
-    while offset < longest:
-        tokens = starts[:, None] + offset + tl.arange(0, BLOCK_T)[None, :]
-        tl.store(mapping_ptr + tokens, loras[:, None], mask=tokens < ends[:, None])
-        offset += num_chunks * BLOCK_T
-    tokens = pid * 1024 + tl.arange(0, 1024)
-    uncovered = ((tokens < first) | (tokens >= last)) & (tokens < mapping_len)
-    tl.store(mapping_ptr + tokens, -1, mask=uncovered)
 
 
 # The kernel of the series before the scatter design (patch 0002 up to
@@ -148,13 +119,16 @@ def _tile_kernel(
     tl.store(adapter_enabled_ptr + lora_ids, enabled, mask=store_mask)
 
 
+# Patch 0002's kernel up to 2026-12-06: adapter_enabled by scatter (program 0
+# zeroes it, sets the used adapters, clears rank-0 ones, a CTA barrier
+# between the phases).
 @triton.jit(do_not_specialize=range(5, 11))
-def _hist_kernel(
-    seg_indptr_ptr,
-    weight_indices_ptr,
-    lora_ranks_ptr,
-    adapter_enabled_ptr,
-    mapping_ptr,
+def _scatter_kernel(
+    seg_indptr_ptr,  # (num_segments + 1,)
+    weight_indices_ptr,  # (num_segments,), -1 for no adapter
+    lora_ranks_ptr,  # (num_loras,)
+    adapter_enabled_ptr,  # out: (enabled_len,), enabled_len >= num_loras
+    mapping_ptr,  # out: token_lora_mapping (mapping_len,), >= num_tokens
     num_segments,
     num_tokens,
     num_loras,
@@ -167,58 +141,74 @@ def _hist_kernel(
     BLOCK_L: tl.constexpr,
 ):
     pid = tl.program_id(0)
+    # The loads share one round trip to memory, before the first store.
+
+    # num_chunks programs write a block of BLOCK_S segments over their tokens.
     segs = (pid // num_chunks) * BLOCK_S + tl.arange(0, BLOCK_S)
-    loras = tl.load(weight_indices_ptr + segs, mask=segs < num_segments, other=-1)
-    # Bins 0..BLOCK_L-1 count adapters; -1 and out-of-range ids go to BLOCK_L.
-    bins = tl.arange(0, 2 * BLOCK_L)
-    ranks = tl.load(lora_ranks_ptr + bins, bins < num_loras, other=0)
+    seg_mask = segs < num_segments
+    starts = tl.maximum(tl.load(seg_indptr_ptr + segs, mask=seg_mask, other=0), 0)
+    ends = tl.minimum(tl.load(seg_indptr_ptr + segs + 1, seg_mask, other=0), num_tokens)
+    loras = tl.load(weight_indices_ptr + segs, mask=seg_mask, other=-1)
+    first = tl.minimum(tl.maximum(tl.load(seg_indptr_ptr), 0), num_tokens)
+    last = tl.load(seg_indptr_ptr + num_segments)
+    last = tl.minimum(tl.maximum(last, first), num_tokens)
+    lora_ids = tl.arange(0, BLOCK_L)
+    ranks = tl.load(lora_ranks_ptr + lora_ids, lora_ids < num_loras, other=0)
     scan_len = tl.where(pid == 0, num_segments, 0)
     scan = tl.arange(0, BLOCK_W)
     used_by = tl.load(weight_indices_ptr + scan, scan < scan_len, other=-1)
-    valid = (used_by >= 0) & (used_by < BLOCK_L)
-    counts = tl.histogram(tl.where(valid, used_by, BLOCK_L), 2 * BLOCK_L)
-    start = BLOCK_W
-    while start < scan_len:
-        scan = start + tl.arange(0, BLOCK_W)
-        used_by = tl.load(weight_indices_ptr + scan, scan < scan_len, other=-1)
-        valid = (used_by >= 0) & (used_by < BLOCK_L)
-        counts += tl.histogram(tl.where(valid, used_by, BLOCK_L), 2 * BLOCK_L)
-        start += BLOCK_W
-    _segments_to_tokens(
-        pid,
-        seg_indptr_ptr,
-        mapping_ptr,
-        segs,
-        loras,
-        num_segments,
-        num_tokens,
-        mapping_len,
-        num_chunks,
-        BLOCK_S,
-        BLOCK_T,
-    )
-    enabled = ((counts > 0) & (ranks > 0)).to(tl.int32)
-    store_mask = (bins < enabled_len) & (bins < BLOCK_L) & (pid == 0)
-    tl.store(adapter_enabled_ptr + bins, enabled, mask=store_mask)
+
+    # The loop ends where seg_indptr says: a wrong max_len costs time, not tokens.
+    longest = tl.max(ends - starts, axis=0)
+    offset = (pid % num_chunks) * BLOCK_T
+    while offset < longest:
+        tokens = starts[:, None] + offset + tl.arange(0, BLOCK_T)[None, :]
+        tl.store(mapping_ptr + tokens, loras[:, None], mask=tokens < ends[:, None])
+        offset += num_chunks * BLOCK_T
+    # Tokens no segment covers (past seg_indptr[-1], a graph buffer's padded
+    # tail) get -1, so they never pick up an adapter. 1024 per program.
+    tokens = pid * 1024 + tl.arange(0, 1024)
+    uncovered = ((tokens < first) | (tokens >= last)) & (tokens < mapping_len)
+    tl.store(mapping_ptr + tokens, -1, mask=uncovered)
+
+    # Program 0 writes adapter_enabled in three phases, ordered by barriers
+    # within its CTA: 0 everywhere (so no zeroing launch), 1 where a segment's
+    # adapter is, 0 again where the rank is 0. -1 fails `valid`: never an address.
+    if pid == 0:
+        in_range = lora_ids < enabled_len
+        tl.store(adapter_enabled_ptr + lora_ids, 0, mask=in_range)
+        tl.debug_barrier()
+        start = 0
+        while start < scan_len:
+            valid = (used_by >= 0) & (used_by < enabled_len)
+            tl.store(adapter_enabled_ptr + tl.where(valid, used_by, 0), 1, mask=valid)
+            start += BLOCK_W
+            scan = start + tl.arange(0, BLOCK_W)
+            used_by = tl.load(weight_indices_ptr + scan, scan < scan_len, other=-1)
+        tl.debug_barrier()
+        tl.store(adapter_enabled_ptr + lora_ids, 0, mask=in_range & (ranks <= 0))
 
 
-def launch(kernel, args, num_warps, max_block_s, scan_tile=None):
+def launch(kernel, args, num_warps, max_block_s, block_l=False):
     """kernel over _compute_moe_lora_info's grid rule, BLOCK_S capped at
-    max_block_s; BLOCK_W is at most 4096, and for kernels that scan with a
-    (BLOCK_W x adapters) tile at most scan_tile // BLOCK_L."""
+    max_block_s; the scatter and tile kernels (block_l=True) also take BLOCK_L,
+    the adapters' tile, and the tile kernel scans at most 4096 // BLOCK_L
+    segments a step."""
     num_tokens, seg_indptr, lora_ranks, weight_indices, enabled, mapping, max_len = args
     num_segments, num_loras = weight_indices.shape[0], lora_ranks.shape[0]
     max_len = max(min(max_len, num_tokens), 1)
     block_t = min(triton.next_power_of_2(max_len), 256)
     pow2_segments = triton.next_power_of_2(max(num_segments, 1))
     block_s = min(pow2_segments, 1024 // block_t, max_block_s)
-    block_l = triton.next_power_of_2(max(enabled.shape[0], 1))
-    block_w = min(pow2_segments, 4096)
-    if scan_tile is not None:
-        block_w = max(min(block_w, scan_tile // block_l), 1)
     num_chunks = triton.cdiv(max_len, block_t)
     seg_programs = triton.cdiv(num_segments, block_s) * num_chunks
     grid = (max(seg_programs, triton.cdiv(mapping.shape[0], 1024), 1),)
+    meta = {"BLOCK_S": block_s, "BLOCK_T": block_t, "num_warps": num_warps}
+    meta["BLOCK_W"] = min(pow2_segments, 1024)
+    if block_l:
+        meta["BLOCK_L"] = triton.next_power_of_2(max(enabled.shape[0], 1))
+        tile = 4096 if kernel is _tile_kernel else 4096 * meta["BLOCK_L"]
+        meta["BLOCK_W"] = max(min(pow2_segments, tile // meta["BLOCK_L"]), 1)
     kernel[grid](
         seg_indptr,
         weight_indices,
@@ -231,23 +221,20 @@ def launch(kernel, args, num_warps, max_block_s, scan_tile=None):
         enabled.shape[0],
         mapping.shape[0],
         num_chunks,
-        block_s,
-        block_t,
-        block_w,
-        block_l,
-        num_warps=num_warps,
+        **meta,
     )
 
 
 def variants_of(call_args, empty_buf):
     ours = _compute_moe_lora_info_kernel
     v = {"ours": lambda: _compute_moe_lora_info(*call_args)}
-    for w in (2, 8):
+    for w in (1, 2, 8):
         v[f"ours/w{w}"] = lambda w=w: launch(ours, call_args, w, 128)
+    v["ours s32"] = lambda: launch(ours, call_args, 4, 32)
     v["ours s1024"] = lambda: launch(ours, call_args, 4, 1024)
-    v["tile"] = lambda: launch(_tile_kernel, call_args, 4, 1024, scan_tile=4096)
-    v["tile s128"] = lambda: launch(_tile_kernel, call_args, 4, 128, scan_tile=4096)
-    v["hist"] = lambda: launch(_hist_kernel, call_args, 4, 128, scan_tile=16384)
+    v["scatter"] = lambda: launch(_scatter_kernel, call_args, 4, 128, True)
+    v["scatter/w8"] = lambda: launch(_scatter_kernel, call_args, 8, 128, True)
+    v["tile"] = lambda: launch(_tile_kernel, call_args, 4, 1024, True)
     v["empty"] = lambda: launch_empty_kernel(empty_buf)
     return v
 
@@ -292,11 +279,14 @@ def main():
     names = list(variants)
     cells = [
         [r[0]]
-        + [f"{statistics.median(t) * 1e3:.2f} [{min(t) * 1e3:.2f}]" for t in r[1:]]
+        + [
+            f"{statistics.median(t) * 1e3:.2f} [{min(t) * 1e3:.2f}-{max(t) * 1e3:.2f}]"
+            for t in r[1:]
+        ]
         for r in rows
     ]
     print_table(
-        "GPU µs per call, median [min] over rounds x replays of a CUDA graph",
+        "GPU µs per call, median [min-max] over rounds x replays of a CUDA graph",
         ["workload"] + names,
         cells,
     )

@@ -58,9 +58,10 @@ def test_kernel_compiles_for_sm90(monkeypatch, tmp_path):
     for batch, (seg_lens, num_loras) in BATCHES.items():
         grid, args, kwargs = _launch_of(seg_lens, num_loras, monkeypatch)
         meta = {**dict(zip(names, args)), **kwargs}
-        # One launch whose grid covers every token; a tile for every adapter.
+        # One launch whose grid covers every token; the first adapter scan
+        # step holds the whole batch up to 1024 segments.
         assert grid[0] * 1024 >= sum(seg_lens), batch
-        assert meta["BLOCK_L"] >= num_loras, batch
+        assert meta["BLOCK_W"] >= min(len(seg_lens), 1024), batch
         pointers = ["*i32" if a.dtype == torch.int32 else "*i64" for a in args[:5]]
         meta = {n: meta[n] for n in constexprs}
         ints = ["i32"] * (len(names) - 5 - len(constexprs))

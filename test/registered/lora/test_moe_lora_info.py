@@ -337,8 +337,8 @@ class TestMoELoRAInfo(CustomTestCase):
 
     def test_large_batches_and_many_adapters(self):
         # More segments than one program's block and than one adapter scan
-        # step (4096), 600 adapters, tokens over several programs: every loop
-        # of the kernel runs more than once.
+        # step (1024), 600 adapters (32 per step), tokens over several
+        # programs: every loop of the kernel runs more than once.
         rng = random.Random(7)
         for num_segments, num_loras, seg_len in [(5000, 8, 1), (40, 600, 70)]:
             seg_lens = [rng.choice([seg_len, 0, 1]) for _ in range(num_segments)]

@@ -10,6 +10,18 @@ from sglang.srt.lora.utils import LoRABatchInfo, MoELoRABatchInfo
 from sglang.srt.model_executor.forward_batch_info import ForwardBatch
 
 
+@triton.jit
+def _or(a, b):
+    return a | b
+
+
+@triton.jit
+def _adapter_bits(loras, base):
+    # Bit i: some entry is adapter base + i. -1 hits no bit: never an address.
+    hit = (loras >= base) & (loras < base + 32)
+    return tl.reduce(tl.where(hit, 1 << tl.where(hit, loras - base, 0), 0), 0, _or)
+
+
 # The int arguments change with every batch: one compiled kernel per tile shape.
 @triton.jit(do_not_specialize=range(5, 11))
 def _compute_moe_lora_info_kernel(
@@ -27,12 +39,10 @@ def _compute_moe_lora_info_kernel(
     BLOCK_S: tl.constexpr,
     BLOCK_T: tl.constexpr,
     BLOCK_W: tl.constexpr,
-    BLOCK_L: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    # The loads share one round trip to memory, before the first store.
-
-    # num_chunks programs write a block of BLOCK_S segments over their tokens.
+    # All loads share one round trip, before the first store. num_chunks
+    # programs write a block of BLOCK_S segments over their tokens.
     segs = (pid // num_chunks) * BLOCK_S + tl.arange(0, BLOCK_S)
     seg_mask = segs < num_segments
     starts = tl.maximum(tl.load(seg_indptr_ptr + segs, mask=seg_mask, other=0), 0)
@@ -41,15 +51,18 @@ def _compute_moe_lora_info_kernel(
     first = tl.minimum(tl.maximum(tl.load(seg_indptr_ptr), 0), num_tokens)
     last = tl.load(seg_indptr_ptr + num_segments)
     last = tl.minimum(tl.maximum(last, first), num_tokens)
-    lora_ids = tl.arange(0, BLOCK_L)
-    ranks = tl.load(lora_ranks_ptr + lora_ids, lora_ids < num_loras, other=0)
-    scan_len = tl.where(pid == 0, num_segments, 0)
     scan = tl.arange(0, BLOCK_W)
-    used_by = tl.load(weight_indices_ptr + scan, scan < scan_len, other=-1)
+    used_by = tl.load(weight_indices_ptr + scan, (scan < num_segments) & (pid == 0), -1)
+    bit_ids = tl.arange(0, 32)
+    ranks = tl.load(lora_ranks_ptr + bit_ids, bit_ids < num_loras, other=0)
 
-    # The loop ends where seg_indptr says: a wrong max_len costs time, not tokens.
-    longest = tl.max(ends - starts, axis=0)
+    # The first tokens go out before the reduction that bounds the loop over
+    # the rest, which ends where seg_indptr says: a wrong max_len costs time.
     offset = (pid % num_chunks) * BLOCK_T
+    tokens = starts[:, None] + offset + tl.arange(0, BLOCK_T)[None, :]
+    tl.store(mapping_ptr + tokens, loras[:, None], mask=tokens < ends[:, None])
+    longest = tl.max(ends - starts, axis=0)
+    offset += num_chunks * BLOCK_T
     while offset < longest:
         tokens = starts[:, None] + offset + tl.arange(0, BLOCK_T)[None, :]
         tl.store(mapping_ptr + tokens, loras[:, None], mask=tokens < ends[:, None])
@@ -60,30 +73,27 @@ def _compute_moe_lora_info_kernel(
     uncovered = ((tokens < first) | (tokens >= last)) & (tokens < mapping_len)
     tl.store(mapping_ptr + tokens, -1, mask=uncovered)
 
-    # Program 0 writes adapter_enabled in three phases, ordered by barriers
-    # within its CTA: 0 everywhere (so no zeroing launch), 1 where a segment's
-    # adapter is, 0 again where the rank is 0. -1 fails `valid`: never an address.
+    # Program 0 ORs one bit per adapter in use, 32 adapters at a time, and
+    # stores every entry once: no zeroing launch, no barrier.
     if pid == 0:
-        in_range = lora_ids < enabled_len
-        tl.store(adapter_enabled_ptr + lora_ids, 0, mask=in_range)
-        tl.debug_barrier()
-        start = 0
-        while start < scan_len:
-            valid = (used_by >= 0) & (used_by < enabled_len)
-            tl.store(adapter_enabled_ptr + tl.where(valid, used_by, 0), 1, mask=valid)
-            start += BLOCK_W
-            scan = start + tl.arange(0, BLOCK_W)
-            used_by = tl.load(weight_indices_ptr + scan, scan < scan_len, other=-1)
-        tl.debug_barrier()
-        tl.store(adapter_enabled_ptr + lora_ids, 0, mask=in_range & (ranks <= 0))
+        base = 0
+        while base < enabled_len:
+            bits = _adapter_bits(used_by, base)
+            start = BLOCK_W
+            while start < num_segments:
+                scan = start + tl.arange(0, BLOCK_W)
+                more = tl.load(weight_indices_ptr + scan, scan < num_segments, other=-1)
+                bits |= _adapter_bits(more, base)
+                start += BLOCK_W
+            enabled = ((bits >> bit_ids) & 1) & (ranks > 0).to(tl.int32)
+            ids = base + bit_ids
+            tl.store(adapter_enabled_ptr + ids, enabled, mask=ids < enabled_len)
+            base += 32
+            ranks = tl.load(lora_ranks_ptr + ids + 32, ids + 32 < num_loras, other=0)
 
 
 # Triton's interpreter (TRITON_INTERPRET=1) runs the kernel on CPU tensors too.
 _TRITON_INTERPRETED = not isinstance(_compute_moe_lora_info_kernel, triton.JITFunction)
-
-
-def _next_power_of_2(n: int) -> int:
-    return 1 << max(n - 1, 0).bit_length()
 
 
 def _compute_moe_lora_info(
@@ -95,23 +105,18 @@ def _compute_moe_lora_info(
     token_lora_mapping: torch.Tensor | None,
     max_len: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (adapter_enabled, token_lora_mapping) of a batch.
-
-    adapter_enabled[i] is 1 iff a segment uses adapter i and lora_ranks[i] > 0;
-    token_lora_mapping[t] is the adapter of token t's segment, -1 past the last
-    segment and in the tail of a longer buffer. Given buffers are written in
-    place; max_len (the longest segment) only sizes the launch. On CUDA this is
-    one kernel launch with no host synchronization.
-    """
+    """adapter_enabled[i] = 1 iff a segment uses adapter i and lora_ranks[i] > 0;
+    token_lora_mapping[t] = the adapter of token t's segment, -1 past the last
+    segment and in a longer buffer's tail. Given buffers are written in place;
+    max_len only sizes the launch. On CUDA: one launch, no host sync."""
     num_segments, num_loras = weight_indices.shape[0], lora_ranks.shape[0]
     assert num_segments * max_len >= num_tokens, (
         f"{num_segments} segments of max_len={max_len} under-covers tokens: "
         f"num_tokens={num_tokens}"
     )
-    assert seg_indptr.shape[0] == num_segments + 1, (
-        f"seg_indptr has {seg_indptr.shape[0]} entries, "
-        f"not num_segments + 1 = {num_segments + 1}"
-    )
+    assert (
+        seg_indptr.shape[0] == num_segments + 1
+    ), f"seg_indptr has {seg_indptr.shape[0]} entries for {num_segments} segments"
     device = seg_indptr.device
     if adapter_enabled is None:
         adapter_enabled = torch.empty(num_loras, dtype=torch.int32, device=device)
@@ -126,14 +131,12 @@ def _compute_moe_lora_info(
         # up to 256 tokens otherwise; at most 1024 tokens and 128 segments per
         # program. Plain ints: triton.next_power_of_2 costs microseconds a call.
         max_len = max(min(max_len, num_tokens), 1)
-        block_t = min(_next_power_of_2(max_len), 256)
-        pow2_segments = _next_power_of_2(num_segments)
+        block_t = min(1 << (max_len - 1).bit_length(), 256)
+        pow2_segments = 1 << max(num_segments - 1, 0).bit_length()
         block_s = min(pow2_segments, 1024 // block_t, 128)
         num_chunks = -(-max_len // block_t)
         seg_programs = -(-num_segments // block_s) * num_chunks
         grid = (max(seg_programs, -(-mapping_len // 1024), 1),)
-        block_w = min(pow2_segments, 4096)
-        block_l = _next_power_of_2(enabled_len)
         _compute_moe_lora_info_kernel[grid](
             seg_indptr,
             weight_indices,
@@ -148,17 +151,12 @@ def _compute_moe_lora_info(
             num_chunks,
             block_s,
             block_t,
-            block_w,
-            block_l,
+            min(pow2_segments, 1024),
         )
     else:
         args = (seg_indptr, lora_ranks, weight_indices, adapter_enabled)
         _compute_moe_lora_info_native(num_tokens, *args, token_lora_mapping)
-    if enabled_len > num_loras:
-        adapter_enabled = adapter_enabled[:num_loras]
-    if mapping_len > num_tokens:
-        token_lora_mapping = token_lora_mapping[:num_tokens]
-    return adapter_enabled, token_lora_mapping
+    return adapter_enabled[:num_loras], token_lora_mapping[:num_tokens]
 
 
 def _compute_moe_lora_info_native(
