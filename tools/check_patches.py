@@ -26,6 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.dont_write_bytecode = True  # no tools/__pycache__: the checkout is only read
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from patchinfo import changed_names, message_names, read_patch  # noqa: E402
 

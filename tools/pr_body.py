@@ -19,6 +19,7 @@ import re
 import sys
 from pathlib import Path
 
+sys.dont_write_bytecode = True  # no tools/__pycache__: the checkout is only read
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from patchinfo import read_patch  # noqa: E402
 

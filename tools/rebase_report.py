@@ -30,6 +30,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.dont_write_bytecode = True  # no tools/__pycache__: the checkout is only read
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from patchinfo import code_names, defined_names, message_names, read_patch  # noqa: E402
 

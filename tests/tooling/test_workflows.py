@@ -25,6 +25,7 @@ from conftest import (
     series,
     subject,
     touched,
+    tree_bytes,
 )
 
 SECTIONS = [
@@ -35,6 +36,7 @@ SECTIONS = [
     "## Checklist",
 ]
 DEP3_TRAILER = re.compile(r"^(Origin|Forwarded|Last-Update):", re.M)
+TOOL_DIRS = ("build", ".cache")
 ROW_RE = re.compile(r"^\| (\d+) \| `(\S+)` \| (.*) \|$", re.M)
 
 
@@ -541,6 +543,23 @@ def test_rebase_failure_paths(project, tmp_path):
 
 
 # README and docs
+
+
+def test_the_targets_write_only_build_and_cache(project, pristine_clone):
+    # Everything else in the checkout stays byte for byte (make refresh rewrites
+    # patches/ and the mirror, to the same bytes when nothing was committed).
+    def rest():
+        files = tree_bytes(project)
+        return {k: v for k, v in files.items() if k.split("/")[0] not in TOOL_DIRS}
+
+    before = rest()
+    for target in ("apply", "refresh", "dist", "unapply", "apply", "help"):
+        run(["make", target], project, check=True)
+    run(["make", "pr", f"SGLANG_DIR={pristine_clone}"], project, check=True)
+    run(["python3", "tools/check_patches.py"], project, check=True)
+    assert rest() == before
+    tops = {path.split("/")[0] for path in before}
+    assert {p.name for p in project.iterdir()} - tops == set(TOOL_DIRS)
 
 
 def test_make_help_lists_every_target(project):
