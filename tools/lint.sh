@@ -5,7 +5,8 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 tool_venv=$BUILD_DIR/pre-commit
-export PRE_COMMIT_HOME=$ROOT/.cache/pre-commit
+# black's cache too (else ~/.cache/black); pip's own cache stays pip's.
+export PRE_COMMIT_HOME=$ROOT/.cache/pre-commit BLACK_CACHE_DIR=$ROOT/.cache/black
 if [[ ! -x $tool_venv/bin/pre-commit ]]; then
 	writable_dir "$BUILD_DIR"
 	rm -rf "$tool_venv"
