@@ -3,6 +3,7 @@
 # or offline from the wheels in $WHEELHOUSE on top of the machine's own torch
 # (an air-gapped GPU host with its own CUDA torch and triton; docs/gpu-offline.md).
 # Reuses an existing environment only when it was built from the same requirements.
+# pip runs without --quiet: its lines (Collecting, Processing, Installing) are the progress.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -41,14 +42,13 @@ if [[ -n $WHEELHOUSE ]]; then
 if sys.prefix != sys.base_prefix:
     print("import site; " + "; ".join(f"site.addsitedir({p!r})" for p in site.getsitepackages()))' \
 		>"$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_base_venv.pth"
-	"$VENV/bin/pip" install --quiet --no-index --find-links "$WHEELHOUSE" -r "$requirements" ||
+	"$VENV/bin/pip" install --progress-bar off --no-index --find-links "$WHEELHOUSE" -r "$requirements" >&2 ||
 		die "offline install from $WHEELHOUSE failed; rebuild it with 'make gpu-wheels'"
 else
 	note "building $VENV from the package registry ($requirements): about 5 GB, 3-4 minutes the first time"
 	"$PYTHON" -m venv "$VENV" || die "$PYTHON -m venv failed; install Python's venv module (Debian/Ubuntu: apt-get install python3-venv)"
 	"$VENV/bin/pip" install --quiet --upgrade pip >/dev/null ||
 		die "upgrading pip in $VENV failed (is the package registry reachable?)"
-	# Not --quiet: pip's lines (Collecting, Downloading, Installing) are the progress.
 	"$VENV/bin/pip" install --progress-bar off -r "$requirements" >&2 ||
 		die "installing $requirements into $VENV failed (is the package registry reachable?)"
 fi

@@ -585,29 +585,40 @@ def fake_wheel(index: Path, name: str, version: str) -> None:
             whl.writestr(path, text)
 
 
-def test_building_the_environment_shows_progress(project, tmp_path):
-    # A registry holding stand-ins for torch and triton (make_venv.sh prints
-    # their versions at the end) instead of the 5 GB of the real ones.
+@pytest.mark.parametrize("source", ["registry", "wheelhouse"])
+def test_building_the_environment_shows_progress(project, tmp_path, source):
+    # A registry (or an offline wheelhouse) holding stand-ins for torch and triton
+    # (make_venv.sh prints their versions at the end), not 5 GB of the real ones.
     index = tmp_path / "index"
     index.mkdir()
     for name in ("torch", "triton"):
         fake_wheel(index, name, "0.0")
-    (project / "requirements" / "test.txt").write_text("torch==0.0\ntriton==0.0\n")
-    result = run(["make", "venv"], project, env={"PIP_FIND_LINKS": str(index)})
+    if source == "registry":
+        requirements = project / "requirements" / "test.txt"
+        args, env = [], {"PIP_FIND_LINKS": str(index)}
+        note = "about 5 GB, 3-4 minutes the first time"
+        failure = ("error: installing ", "failed (is the package registry reachable?)")
+    else:
+        requirements = project / "requirements" / "gpu-offline.txt"
+        args, env = [f"WHEELHOUSE={index}"], {}
+        note = f"offline from {index}"
+        failure = ("error: offline install from ", "rebuild it with 'make gpu-wheels'")
+    requirements.write_text("torch==0.0\ntriton==0.0\n")
+    result = run(["make", "venv", *args], project, env=env)
     assert result.returncode == 0, result.stderr
-    assert "about 5 GB, 3-4 minutes the first time" in result.stderr
+    assert note in result.stderr
     # pip's own lines, as it works through the requirements.
     assert "Installing collected packages: t" in result.stderr
     assert "environment ready: torch 0.0 triton 0.0" in result.stderr
-    again = run(["make", "venv"], project, check=True)
+    again = run(["make", "venv", *args], project, check=True)
     assert "is up to date" in again.stderr
     # A requirement the registry lacks: one line naming the cause.
-    (project / "requirements" / "test.txt").write_text("torch==0.0\nabsent==1.0\n")
-    failed = run(["make", "venv"], project, env={"PIP_FIND_LINKS": str(index)})
+    requirements.write_text("torch==0.0\nabsent==1.0\n")
+    failed = run(["make", "venv", *args], project, env=env)
     assert failed.returncode != 0
     errors = [x for x in failed.stderr.splitlines() if x.startswith("error: ")]
-    assert errors[-1].startswith("error: installing "), failed.stderr
-    assert errors[-1].endswith("failed (is the package registry reachable?)")
+    assert errors[-1].startswith(failure[0]), failed.stderr
+    assert errors[-1].endswith(failure[1])
 
 
 def test_every_script_is_strict(project):
