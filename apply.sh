@@ -31,7 +31,7 @@ apply_clone() {
 	[[ $(cd "$top" && pwd -P) == "$dir" ]] || die "$dir is not the root of its repository; pass $top"
 	tmp=$(mktemp -d)
 	mkdir "$tmp/objects"
-	objects=$(cd "$dir" && cd "$(git rev-parse --git-path objects)" && pwd)
+	objects=$(git -C "$dir" rev-parse --path-format=absolute --git-path objects)
 	scratch_git() {
 		GIT_INDEX_FILE=$tmp/index GIT_OBJECT_DIRECTORY=$tmp/objects \
 			GIT_ALTERNATE_OBJECT_DIRECTORIES=$objects git -C "$dir" "$@"
