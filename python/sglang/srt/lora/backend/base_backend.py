@@ -67,29 +67,27 @@ def _compute_moe_lora_info_kernel(
         tokens = starts[:, None] + offset + tl.arange(0, BLOCK_T)[None, :]
         tl.store(mapping_ptr + tokens, loras[:, None], mask=tokens < ends[:, None])
         offset += num_chunks * BLOCK_T
-    # Tokens no segment covers (past seg_indptr[-1], a graph buffer's padded
-    # tail) get -1, so they never pick up an adapter. 1024 per program.
+    # Tokens no segment covers (a graph batch's padded tail too) get -1.
     tokens = pid * 1024 + tl.arange(0, 1024)
     uncovered = ((tokens < first) | (tokens >= last)) & (tokens < mapping_len)
     tl.store(mapping_ptr + tokens, -1, mask=uncovered)
 
     # Program 0 ORs one bit per adapter in use, 32 adapters at a time, and
     # stores every entry once: no zeroing launch, no barrier.
-    if pid == 0:
-        base = 0
-        while base < enabled_len:
-            bits = _adapter_bits(used_by, base)
-            start = BLOCK_W
-            while start < num_segments:
-                scan = start + tl.arange(0, BLOCK_W)
-                more = tl.load(weight_indices_ptr + scan, scan < num_segments, other=-1)
-                bits |= _adapter_bits(more, base)
-                start += BLOCK_W
-            enabled = ((bits >> bit_ids) & 1) & (ranks > 0).to(tl.int32)
-            ids = base + bit_ids
-            tl.store(adapter_enabled_ptr + ids, enabled, mask=ids < enabled_len)
-            base += 32
-            ranks = tl.load(lora_ranks_ptr + ids + 32, ids + 32 < num_loras, other=0)
+    base = tl.where(pid == 0, 0, enabled_len)
+    while base < enabled_len:
+        bits = _adapter_bits(used_by, base)
+        start = BLOCK_W
+        while start < num_segments:
+            scan = start + tl.arange(0, BLOCK_W)
+            more = tl.load(weight_indices_ptr + scan, scan < num_segments, other=-1)
+            bits |= _adapter_bits(more, base)
+            start += BLOCK_W
+        enabled = ((bits >> bit_ids) & 1) & (ranks > 0).to(tl.int32)
+        ids = base + bit_ids
+        tl.store(adapter_enabled_ptr + ids, enabled, mask=ids < enabled_len)
+        base += 32
+        ranks = tl.load(lora_ranks_ptr + ids + 32, ids + 32 < num_loras, other=0)
 
 
 # Triton's interpreter (TRITON_INTERPRET=1) runs the kernel on CPU tensors too.
@@ -106,9 +104,8 @@ def _compute_moe_lora_info(
     max_len: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """adapter_enabled[i] = 1 iff a segment uses adapter i and lora_ranks[i] > 0;
-    token_lora_mapping[t] = the adapter of token t's segment, -1 past the last
-    segment and in a longer buffer's tail. Given buffers are written in place;
-    max_len only sizes the launch. On CUDA: one launch, no host sync."""
+    token_lora_mapping[t] = the adapter of token t's segment, -1 elsewhere. Given
+    buffers are written in place. On CUDA: one launch, no host sync."""
     num_segments, num_loras = weight_indices.shape[0], lora_ranks.shape[0]
     assert num_segments * max_len >= num_tokens, (
         f"{num_segments} segments of max_len={max_len} under-covers tokens: "
@@ -156,7 +153,12 @@ def _compute_moe_lora_info(
     else:
         args = (seg_indptr, lora_ranks, weight_indices, adapter_enabled)
         _compute_moe_lora_info_native(num_tokens, *args, token_lora_mapping)
-    return adapter_enabled[:num_loras], token_lora_mapping[:num_tokens]
+    # A slice costs about a microsecond of host time: only where it is needed.
+    if enabled_len > num_loras:
+        adapter_enabled = adapter_enabled[:num_loras]
+    if mapping_len > num_tokens:
+        token_lora_mapping = token_lora_mapping[:num_tokens]
+    return adapter_enabled, token_lora_mapping
 
 
 def _compute_moe_lora_info_native(
@@ -206,10 +208,8 @@ class BaseLoRABackend(LoRABackendLmHeadMixing):
             seg_indptr = batch_info.req_seg_indptr[: bs + 1]
             req_to_lora = batch_info.req_weight_indices[:bs]
             extend_lens = forward_batch.extend_seq_lens_cpu
-            if forward_batch.forward_mode.is_extend() and extend_lens:
-                max_len = max(extend_lens)
-            else:
-                max_len = -(-num_tokens // max(bs, 1))
+            is_extend = forward_batch.forward_mode.is_extend() and extend_lens
+            max_len = max(extend_lens) if is_extend else -(-num_tokens // max(bs, 1))
         else:
             seg_indptr = batch_info.seg_indptr[: batch_info.num_segments + 1]
             req_to_lora = batch_info.weight_indices[: batch_info.num_segments]
