@@ -7,7 +7,7 @@ _compute_moe_lora_info before timing):
   ours        _compute_moe_lora_info of the patched tree: adapter_enabled from a
               32-bit mask of the adapters in use (one integer OR reduction in
               program 0, each entry stored once: no barrier), a segment's first
-              tokens stored before the longest-segment reduction, at most 128
+              tokens stored before the longest-segment reduction, at most 32
               segments per program, 4 warps
   ours/wN     the same kernel on N warps
   ours sN     up to N segments per program
@@ -229,8 +229,8 @@ def variants_of(call_args, empty_buf):
     ours = _compute_moe_lora_info_kernel
     v = {"ours": lambda: _compute_moe_lora_info(*call_args)}
     for w in (1, 2, 8):
-        v[f"ours/w{w}"] = lambda w=w: launch(ours, call_args, w, 128)
-    v["ours s32"] = lambda: launch(ours, call_args, 4, 32)
+        v[f"ours/w{w}"] = lambda w=w: launch(ours, call_args, w, 32)
+    v["ours s128"] = lambda: launch(ours, call_args, 4, 128)
     v["ours s1024"] = lambda: launch(ours, call_args, 4, 1024)
     v["scatter"] = lambda: launch(_scatter_kernel, call_args, 4, 128, True)
     v["scatter/w8"] = lambda: launch(_scatter_kernel, call_args, 8, 128, True)

@@ -125,12 +125,12 @@ def _compute_moe_lora_info(
 
     if seg_indptr.is_cuda or _TRITON_INTERPRETED:
         # Tiles sized to the batch: one token per segment at decode, chunks of
-        # up to 256 tokens otherwise; at most 1024 tokens and 128 segments per
+        # up to 256 tokens otherwise; at most 1024 tokens and 32 segments per
         # program. Plain ints: triton.next_power_of_2 costs microseconds a call.
         max_len = max(min(max_len, num_tokens), 1)
         block_t = min(1 << (max_len - 1).bit_length(), 256)
         pow2_segments = 1 << max(num_segments - 1, 0).bit_length()
-        block_s = min(pow2_segments, 1024 // block_t, 128)
+        block_s = min(pow2_segments, 1024 // block_t, 32)
         num_chunks = -(-max_len // block_t)
         seg_programs = -(-num_segments // block_s) * num_chunks
         grid = (max(seg_programs, -(-mapping_len // 1024), 1),)
