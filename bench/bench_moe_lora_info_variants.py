@@ -52,6 +52,27 @@ from sglang.srt.lora.backend.base_backend import (
 )
 
 
+@triton.jit
+def _store_tokens(
+    pid, mapping_ptr, starts, ends, loras, first, last, mapping_len, num_chunks, BLOCK_T
+):
+    """The token stores of the scatter and tile kernels: each segment's adapter
+    over its tokens, up to the longest segment as seg_indptr says, then -1 for
+    tokens no segment covers, 1024 per program."""
+    # The loop ends where seg_indptr says: a wrong max_len costs time, not tokens.
+    longest = tl.max(ends - starts, axis=0)
+    offset = (pid % num_chunks) * BLOCK_T
+    while offset < longest:
+        tokens = starts[:, None] + offset + tl.arange(0, BLOCK_T)[None, :]
+        tl.store(mapping_ptr + tokens, loras[:, None], mask=tokens < ends[:, None])
+        offset += num_chunks * BLOCK_T
+    # Tokens no segment covers (past seg_indptr[-1], a graph buffer's padded
+    # tail) get -1, so they never pick up an adapter. 1024 per program.
+    tokens = pid * 1024 + tl.arange(0, 1024)
+    uncovered = ((tokens < first) | (tokens >= last)) & (tokens < mapping_len)
+    tl.store(mapping_ptr + tokens, -1, mask=uncovered)
+
+
 # The kernel of the series before the scatter design (patch 0002 up to
 # 2026-12-02): adapter_enabled from a (segments x adapters) compare tile.
 @triton.jit(do_not_specialize=range(5, 11))
@@ -101,18 +122,18 @@ def _tile_kernel(
         used = tl.maximum(used, tl.max(hits, axis=0))
         start += BLOCK_W
 
-    # The loop ends where seg_indptr says: a wrong max_len costs time, not tokens.
-    longest = tl.max(ends - starts, axis=0)
-    offset = (pid % num_chunks) * BLOCK_T
-    while offset < longest:
-        tokens = starts[:, None] + offset + tl.arange(0, BLOCK_T)[None, :]
-        tl.store(mapping_ptr + tokens, loras[:, None], mask=tokens < ends[:, None])
-        offset += num_chunks * BLOCK_T
-    # Tokens no segment covers (past seg_indptr[-1], a graph buffer's padded
-    # tail) get -1, so they never pick up an adapter. 1024 per program.
-    tokens = pid * 1024 + tl.arange(0, 1024)
-    uncovered = ((tokens < first) | (tokens >= last)) & (tokens < mapping_len)
-    tl.store(mapping_ptr + tokens, -1, mask=uncovered)
+    _store_tokens(
+        pid,
+        mapping_ptr,
+        starts,
+        ends,
+        loras,
+        first,
+        last,
+        mapping_len,
+        num_chunks,
+        BLOCK_T,
+    )
     # Every entry is written, so no zeroing launch.
     enabled = ((used > 0) & (ranks > 0)).to(tl.int32)
     store_mask = (lora_ids < enabled_len) & (pid == 0)
@@ -158,18 +179,18 @@ def _scatter_kernel(
     scan = tl.arange(0, BLOCK_W)
     used_by = tl.load(weight_indices_ptr + scan, scan < scan_len, other=-1)
 
-    # The loop ends where seg_indptr says: a wrong max_len costs time, not tokens.
-    longest = tl.max(ends - starts, axis=0)
-    offset = (pid % num_chunks) * BLOCK_T
-    while offset < longest:
-        tokens = starts[:, None] + offset + tl.arange(0, BLOCK_T)[None, :]
-        tl.store(mapping_ptr + tokens, loras[:, None], mask=tokens < ends[:, None])
-        offset += num_chunks * BLOCK_T
-    # Tokens no segment covers (past seg_indptr[-1], a graph buffer's padded
-    # tail) get -1, so they never pick up an adapter. 1024 per program.
-    tokens = pid * 1024 + tl.arange(0, 1024)
-    uncovered = ((tokens < first) | (tokens >= last)) & (tokens < mapping_len)
-    tl.store(mapping_ptr + tokens, -1, mask=uncovered)
+    _store_tokens(
+        pid,
+        mapping_ptr,
+        starts,
+        ends,
+        loras,
+        first,
+        last,
+        mapping_len,
+        num_chunks,
+        BLOCK_T,
+    )
 
     # Program 0 writes adapter_enabled in three phases, ordered by barriers
     # within its CTA: 0 everywhere (so no zeroing launch), 1 where a segment's
