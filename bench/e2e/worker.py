@@ -16,6 +16,8 @@ import time
 import traceback
 from multiprocessing.connection import Client
 
+TOP_LOGPROBS = 5
+
 
 def count_kernels(trace_path):
     """GPU kernels (count and µs by name) and host launch calls in a
@@ -58,8 +60,8 @@ class Side:
             sampling_params=sampling,
             lora_path=lora_path,
             return_logprob=return_logprob,
-            # The runner-up of each greedy step: how near a tie it was.
-            top_logprobs_num=2 if return_logprob else None,
+            # The best tokens of each greedy step: how near a tie it was.
+            top_logprobs_num=TOP_LOGPROBS if return_logprob else None,
         )
         seconds = time.perf_counter() - start
         results = []
@@ -68,7 +70,7 @@ class Side:
             if return_logprob:
                 meta = out["meta_info"]
                 item["logprobs"] = [lp for lp, _, _ in meta["output_token_logprobs"]]
-                item["top2"] = [
+                item["top"] = [
                     [[tok, lp] for lp, tok, _ in top]
                     for top in meta["output_top_logprobs"]
                 ]

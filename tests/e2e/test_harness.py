@@ -38,7 +38,7 @@ class ScriptedSide:
             if return_logprob:
                 item["logprobs"] = [-1.0 - 0.001 * t for t in toks]
                 # A runner-up a whole unit behind: no step is a near tie.
-                item["top2"] = [
+                item["top"] = [
                     [[t, lp], [t + 1, lp - 1.0]]
                     for t, lp in zip(toks, item["logprobs"])
                 ]
@@ -93,6 +93,8 @@ def test_check_reports_requests_whose_tokens_depend_on_the_batch():
                 for item, lora in zip(result["outputs"], lora_path):
                     if lora is None:
                         item["output_ids"] = [t + 1 for t in item["output_ids"]]
+                        for top in item.get("top", []):
+                            top[:] = [[t + 1, lp] for t, lp in top]
             return result
 
     report = check(Leaky(1e-3, tokens), ScriptedSide(1e-3, tokens))
@@ -108,25 +110,23 @@ def test_check_fails_when_ours_differs_in_one_token():
     assert len(report["failures"]) == 1 and "position 2" in report["failures"][0]
 
 
-def test_check_explains_a_flip_to_the_pins_runner_up_at_a_near_tie_only():
+def test_check_explains_a_flip_to_a_token_the_pin_nearly_ties_only():
     class NearTie(ScriptedSide):
-        """The pin's step 2 of request 4 is a near tie (gap `gap`), whose
-        runner-up is ours' token there."""
+        """At step 2 of request 4 the pin's top tokens are its own, a third
+        token 0.5 behind and ours' token `gap` behind, listed in `order`."""
 
-        def __init__(self, gap):
+        def __init__(self, gap, order=(0, 1, 2)):
             super().__init__(1e-3, tokens)
-            self.gap = gap
+            self.gap, self.order = gap, order
 
         def call(self, op, input_ids, lora_path, max_new_tokens, return_logprob=False):
             result = super().call(
                 op, input_ids, lora_path, max_new_tokens, return_logprob
             )
             if return_logprob:
-                (best, lp), _ = result["outputs"][4]["top2"][2]
-                result["outputs"][4]["top2"][2] = [
-                    [best, lp],
-                    [best + 1, lp - self.gap],
-                ]
+                (best, lp), _ = result["outputs"][4]["top"][2]
+                top = [[best, lp], [best + 2, lp - 0.5], [best + 1, lp - self.gap]]
+                result["outputs"][4]["top"][2] = [top[k] for k in self.order]
             return result
 
     def ours_flips(ids, lora, k):
@@ -150,11 +150,21 @@ def test_check_explains_a_flip_to_the_pins_runner_up_at_a_near_tie_only():
     # The same flip where the pin's runner-up is far behind: a real difference.
     report = check(NearTie(gap=0.5), Noisy(1e-3, ours_flips))
     assert len(report["failures"]) == 1 and "position 2" in report["failures"][0]
-    # Or where ours' token is not the pin's runner-up.
-    report = check(
-        NearTie(gap=2e-3), Noisy(1e-3, lambda i, l, k: ours_flips(i, l, k) + (k == 2))
-    )
-    assert len(report["failures"]) >= 1
+    # An exact tie listed with ours' token first: found by id, not by rank.
+    report = check(NearTie(gap=0, order=(2, 0, 1)), Noisy(1e-3, ours_flips))
+    assert report["failures"] == [] and report["requests"][4]["pin_gap"] == 0
+
+    # Ours' token among the pin's top, but as far behind as a real difference.
+    def ours_picks(offset):
+        return lambda i, lora, k: tokens(i, lora, k) + offset * (
+            k == 2 and lora == "r16"
+        )
+
+    report = check(NearTie(gap=2e-3), Noisy(1e-3, ours_picks(2)))
+    assert len(report["failures"]) == 1 and "0.5 below" in report["failures"][0]
+    # Or not among the pin's top tokens at all.
+    report = check(NearTie(gap=2e-3), Noisy(1e-3, ours_picks(9)))
+    assert len(report["failures"]) == 1 and "inf below" in report["failures"][0]
 
 
 def test_check_fails_when_an_adapter_does_not_change_the_pins_tokens():
