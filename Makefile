@@ -27,7 +27,7 @@ apply: ## fetch + verify + unpack the pin, apply patches/series (or to SGLANG_DI
 	./apply.sh $(SGLANG_DIR)
 
 unapply: ## reset build/sglang to the pristine pin (refuses unexported work; FORCE=1 discards it)
-	tools/unapply.sh $(if $(FORCE),--force)
+	./apply.sh --unapply $(if $(FORCE),--force)
 
 venv: ## build the test environment (.venv); offline with WHEELHOUSE=dir
 	tools/make_venv.sh

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Fetch, verify and unpack the pinned sglang, then apply patches/series to it.
-#   ./apply.sh              patch the pinned release in build/sglang (one commit per patch)
-#   ./apply.sh SGLANG_DIR   patch a clean sglang clone's working tree instead (its root)
+#   ./apply.sh                     patch the pinned release in build/sglang (one commit per patch)
+#   ./apply.sh SGLANG_DIR          patch a clean sglang clone's working tree instead (its root)
+#   ./apply.sh --unapply [--force] reset build/sglang to the pristine pin (make unapply)
 # Either the whole series is applied or nothing is changed.
 set -euo pipefail
 source "$(dirname "$0")/tools/lib.sh"
 
-[[ $# -le 1 ]] || die "usage: $0 [SGLANG_DIR]"
-load_series
+[[ $# -le 1 || "$*" == "--unapply --force" ]] || die "usage: $0 [SGLANG_DIR | --unapply [--force]]"
 version=$(lock_value version)
+force=false
 # Removed on any exit: the scratch index (a clone) or the tree being built and the
 # one it replaces (build/). A run killed outright leaves .sglang.new.*: the next
 # run removes them (it holds the lock, so no other run owns them).
@@ -69,20 +70,40 @@ apply_clone() {
 	note "series applied to the working tree of $dir"
 }
 
+# check_exported: stop while build/sglang holds uncommitted edits or commits that
+# neither 'make apply' nor 'make refresh' recorded (with --force: say they go).
+check_exported() {
+	local lost stamped
+	git -C "$PIN_TREE" rev-parse --verify --quiet "$PIN_TAG^{commit}" >/dev/null ||
+		die "$PIN_TREE is not a tree made by 'make apply' (no tag $PIN_TAG); remove it ('make clean') and run 'make apply' again"
+	stamped=$(cut -s -d' ' -f2 "$PIN_STAMP" 2>/dev/null) || true
+	git -C "$PIN_TREE" rev-parse --verify --quiet "${stamped:-none}^{commit}" >/dev/null || stamped=$PIN_TAG
+	lost=$(git -C "$PIN_TREE" status --short --untracked-files=normal &&
+		git -C "$PIN_TREE" log --format='commit %h %s' HEAD --not "$stamped" "$PIN_TAG")
+	[[ -n $lost ]] || return 0
+	echo "$lost" >&2
+	$force || die "$PIN_TREE holds uncommitted changes or commits that are not in patches/ (above); commit them and run 'make refresh' to keep them, or 'make unapply FORCE=1' to discard them"
+	note "discarding the work above (FORCE=1)"
+}
+
+# unapply: build/sglang back to the pristine tag; 'make apply' applies the series again.
+unapply() {
+	[[ -d $PIN_TREE/.git ]] || die "$PIN_TREE not found; run 'make apply' first"
+	check_exported
+	git -C "$PIN_TREE" checkout --quiet --force -B main "$PIN_TAG"
+	git -C "$PIN_TREE" clean --quiet -fdx
+	rm -f "$PIN_STAMP"
+	note "$PIN_TREE is the pristine pin again ($PIN_TAG)"
+}
+
 # apply_pin: build/sglang, the pristine pin plus one commit per patch, built in a
 # scratch tree that replaces it only once the whole series is in.
 apply_pin() {
-	local digest lost pin err failed
+	local digest pin err failed
 	rm -rf "$BUILD_DIR"/.sglang.new.*
 	digest=$(build_digest)
 	if [[ -e $PIN_TREE ]]; then
-		git -C "$PIN_TREE" rev-parse --verify --quiet "$PIN_TAG^{commit}" >/dev/null ||
-			die "$PIN_TREE is not a tree made by 'make apply' (no tag $PIN_TAG); remove it ('make clean') and run 'make apply' again"
-		lost=$(unexported)
-		if [[ -n $lost ]]; then
-			echo "$lost" >&2
-			die "$PIN_TREE holds uncommitted changes or commits that are not in patches/ (above); commit it and run 'make refresh' to keep it, or 'make unapply FORCE=1' to discard it"
-		fi
+		check_exported
 		if [[ $(cat "$PIN_STAMP" 2>/dev/null) == "$digest $(git -C "$PIN_TREE" rev-parse HEAD)" ]]; then
 			note "$PIN_TREE already has the current series applied; nothing to do"
 			return 0
@@ -109,8 +130,11 @@ apply_pin() {
 	note "series applied: $PIN_TREE (pristine tag $PIN_TAG)"
 }
 
-if [[ -n ${1:-} ]]; then
-	apply_clone "$1"
-else
-	with_lock "$BUILD_DIR/.lock" apply_pin
-fi
+case ${1:-} in
+--unapply)
+	[[ ${2:-} != --force ]] || force=true
+	with_lock "$BUILD_DIR/.lock" unapply
+	;;
+"") load_series; with_lock "$BUILD_DIR/.lock" apply_pin ;;
+*) load_series; apply_clone "$1" ;;
+esac

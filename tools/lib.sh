@@ -78,17 +78,6 @@ is_clean() {
 	[[ -z $(git -C "$1" status --porcelain --untracked-files=normal) ]]
 }
 
-# unexported: print what build/sglang holds that patches/ does not: uncommitted
-# edits, and commits that neither 'make apply' nor 'make refresh' recorded.
-unexported() {
-	local stamped pristine
-	git -C "$PIN_TREE" status --short --untracked-files=normal
-	pristine=$(git -C "$PIN_TREE" rev-parse --verify --quiet "$PIN_TAG^{commit}") || return 0
-	stamped=$(cut -s -d' ' -f2 "$PIN_STAMP" 2>/dev/null) || true
-	git -C "$PIN_TREE" rev-parse --verify --quiet "${stamped:-none}^{commit}" >/dev/null || stamped=$pristine
-	git -C "$PIN_TREE" log --format='commit %h %s' HEAD --not "$stamped" "$pristine"
-}
-
 # download_sglang VERSION CACHE HINT: download sglang==VERSION's wheel, for the pin's
 # Python and platform, into DOWNLOAD: a new private directory in CACHE, removed when
 # the script exits. The caller moves the wheel into place once it is complete, so no
