@@ -111,9 +111,9 @@ apply_pin() {
 		note "upstream.lock or patches/ changed since $PIN_TREE was built (or it was unapplied); building it again"
 	fi
 
-	pin=$("$ROOT/tools/fetch_pin.sh")
+	pin=$(fetch_pin)
 	tmp=$(mktemp -d "$BUILD_DIR/.sglang.new.XXXXXX")
-	"$ROOT/tools/unpack_pin.sh" "$pin" "$tmp/sglang"
+	unpack_wheel "$pin" "$tmp/sglang"
 	if ! err=$(GIT_COMMITTER_NAME="sglang-moe-lora-info" GIT_COMMITTER_EMAIL="build@invalid" \
 		git -C "$tmp/sglang" am --quiet --keep-non-patch --committer-date-is-author-date "${SERIES[@]}" 2>&1); then
 		grep '^error:' <<<"$err" >&2 || true

@@ -83,10 +83,10 @@ $out"
 	note "$name: $# patches apply exactly with patch -p$strip -F0 and quilt push -a, as git applies them; quilt pop -a restores the pristine tree byte for byte"
 }
 
-pin=$("$ROOT/tools/fetch_pin.sh")
+pin=$(fetch_pin)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-"$ROOT/tools/unpack_pin.sh" "$pin" "$work/pristine"
+unpack_wheel "$pin" "$work/pristine"
 load_series
 mkdir "$work/python-root"
 "$ROOT/tools/python_root_series.sh" >"$work/python-root/series"

@@ -9,10 +9,10 @@ VENV=${VENV:-$ROOT/.venv}
 python=$(realpath -m "$VENV")/bin/python
 [[ -x $python ]] || die "no environment at $VENV to import the patched modules with; run 'make venv'"
 
-pin=$("$ROOT/tools/fetch_pin.sh")
+pin=$(fetch_pin)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-"$ROOT/tools/unpack_pin.sh" "$pin" "$work/sglang"
+unpack_wheel "$pin" "$work/sglang"
 load_series
 
 step=0

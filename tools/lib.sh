@@ -112,3 +112,63 @@ with_lock() {
 	flock 9 || die "could not lock $_lock_file"
 	"$@"
 }
+
+# fetch_pin: print the path of the pinned wheel in .cache/pin/, downloaded once and
+# verified against upstream.lock's sha256 on every use (a cached file is never trusted).
+fetch_pin() {
+	writable_dir "$PIN_CACHE"
+	with_lock "$PIN_CACHE/.lock" _fetch_pin
+}
+
+_fetch_pin() {
+	local file sha256 pin actual
+	file=$(lock_value file)
+	sha256=$(lock_value sha256)
+	pin=$PIN_CACHE/$file
+	# A download a killed run left: nothing else owns it now (this run holds the lock).
+	rm -rf "$PIN_CACHE"/.download.*
+	if [[ -f $pin ]]; then
+		actual=$(sha256sum "$pin" | cut -d' ' -f1)
+		if [[ $actual == "$sha256" ]]; then
+			note "pin: $file (cached, sha256 verified)"
+			echo "$pin"
+			return 0
+		fi
+		# An intact zip (every CRC right) is the wheel as the registry served it.
+		if python3 -c 'import sys, zipfile; sys.exit(zipfile.ZipFile(sys.argv[1]).testzip() is not None)' "$pin" 2>/dev/null; then
+			die "upstream.lock says sha256 $sha256 for $file, but the cached file, an intact wheel, has $actual: upstream.lock is wrong (check it with 'git diff upstream.lock'), not the cache"
+		fi
+		die "cached pin $pin is corrupt (sha256 $actual, not a readable wheel); delete it and run 'make apply' again to download it"
+	fi
+	# Verified before it is moved into place: a corrupt download never passes as the pin.
+	download_sglang "$(lock_value version)" "$PIN_CACHE" "with no network, copy $file into $PIN_CACHE/"
+	[[ -f $DOWNLOAD/$file ]] || die "the registry did not serve $file (got: $(find "$DOWNLOAD" -name '*.whl' -printf '%f ')); check file= in upstream.lock"
+	actual=$(sha256sum "$DOWNLOAD/$file" | cut -d' ' -f1)
+	[[ $actual == "$sha256" ]] ||
+		die "the registry's $file has sha256 $actual, but upstream.lock says $sha256; refusing it (check sha256= in upstream.lock)"
+	mv "$DOWNLOAD/$file" "$pin"
+	note "pin: $file (downloaded, sha256 verified)"
+	echo "$pin"
+}
+
+# unpack_wheel WHEEL DEST [TAG]: WHEEL's sglang/ package as a new git repository DEST
+# laid out like upstream's (python/sglang/...), the release its first commit, tagged
+# TAG (the pin's tag by default). Fixed identity and date: every patch is reproducible.
+unpack_wheel() {
+	local wheel=$1 dest=$2
+	[[ ! -e $dest ]] || die "$dest already exists"
+	mkdir -p "$dest/python"
+	python3 -c 'import sys, zipfile
+wheel = zipfile.ZipFile(sys.argv[1])
+members = [m for m in wheel.namelist() if m.startswith("sglang/")]
+wheel.extractall(sys.argv[2], members) if members else sys.exit(f"error: {sys.argv[1]} has no sglang/ package")' "$wheel" "$dest/python"
+	git -C "$dest" init --quiet --initial-branch=main
+	git -C "$dest" config core.autocrlf false
+	# Running the tests writes bytecode into the tree; it is not a change.
+	printf '%s\n' '__pycache__/' '*.py[cod]' >>"$dest/.git/info/exclude"
+	git -C "$dest" add --all
+	GIT_AUTHOR_NAME=sglang GIT_AUTHOR_EMAIL=sglang@invalid GIT_AUTHOR_DATE=2000-01-01T00:00:00+0000 \
+		GIT_COMMITTER_NAME=sglang GIT_COMMITTER_EMAIL=sglang@invalid GIT_COMMITTER_DATE=2000-01-01T00:00:00+0000 \
+		git -C "$dest" commit --quiet --message "sglang $(basename "$wheel" | cut -d- -f2) (pristine, from $(basename "$wheel"))"
+	git -C "$dest" tag "${3:-$PIN_TAG}"
+}

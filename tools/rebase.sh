@@ -56,7 +56,7 @@ fi
 if [[ -n $wheel ]]; then
 	tree=$work/sglang
 	# Laid out as upstream's repo, like the pin; the tag only names the temporary tree.
-	"$ROOT/tools/unpack_pin.sh" "$wheel" "$tree" upstream >&2
+	unpack_wheel "$wheel" "$tree" upstream
 	name="sglang $(sed -n 's/^sglang-\([^-]*\)-.*/\1/p' <<<"$(basename "$wheel")")"
 	source_text="$(basename "$wheel") from $origin, sha256 $(sha256sum "$wheel" | cut -d' ' -f1) (not verified: it is not the pin)"
 fi

@@ -176,7 +176,8 @@ def copy_project(dest: Path) -> Path:
     )
     ours = ROOT / ".cache" / "pin" / PIN_FILE
     if not ours.exists():
-        subprocess.run([str(ROOT / "tools" / "fetch_pin.sh")], check=True)
+        fetch = ["bash", "-c", "source tools/lib.sh && fetch_pin"]
+        subprocess.run(fetch, cwd=ROOT, check=True)
     (dest / ".cache" / "pin").mkdir(parents=True)
     shutil.copy2(ours, dest / ".cache" / "pin" / PIN_FILE)
     return dest
@@ -224,8 +225,6 @@ def pristine_clone(applied, tmp_path):
 def pristine(tmp_path_factory):
     """The pin unpacked once (upstream's layout, a git repo tagged with the pin's tag)."""
     dest = tmp_path_factory.mktemp("pin") / "sglang"
-    pin = ROOT / ".cache" / "pin" / PIN_FILE
-    if not pin.exists():
-        run([str(ROOT / "tools" / "fetch_pin.sh")], ROOT, check=True)
-    run([str(ROOT / "tools" / "unpack_pin.sh"), str(pin), str(dest)], ROOT, check=True)
+    unpack = 'source tools/lib.sh && unpack_wheel "$(fetch_pin)" "$0"'
+    run(["bash", "-c", unpack, str(dest)], ROOT, check=True)
     return dest
