@@ -1,28 +1,17 @@
 #!/usr/bin/env python3
-"""Validate patches/ the way a distro's patch validator would.
-
-  tools/check_patches.py
-
-Checks, reporting every problem before failing:
-  - every entry of patches/series names an existing file, no entry twice;
-  - no orphan: every *.patch / *.diff in patches/ is listed in series;
-  - no duplicate: no two patch files carry the same diff or the same subject;
-  - each patch is non-empty, ends with a newline and uses a/ b/ paths (-p1);
-  - DEP-3 header (FIELDS below), each field once;
-  - each patch touches only what its description says: every file it touches
-    is named by its description (subject + body, DEP-3 fields excluded) through
-    its path, its basename, its module name when that reads as code
-    (base_backend, lora_moe_runners), or a code name (snake_case or CamelCase)
-    that the patch adds or removes in that file or that heads one of the
-    file's hunks (the class or def it changes).
-
-The series is read through tools/lib.sh (series_patches), the one parser.
+"""Validate patches/ the way a distro's patch validator would, reporting every
+problem before failing: the series names existing files, once each; no orphan
+and no duplicate (diff or subject); each patch non-empty, newline-terminated,
+with a/ b/ paths (-p1) and a DEP-3 header (FIELDS, each once); and each patch
+touches only what its description says: every file it touches is named by its
+description through its path, its basename, its module name when that reads as
+code (base_backend), or a code name the patch changes in that file or that heads
+one of the file's hunks (the class or def it changes).
 """
 
 import datetime
 import hashlib
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -30,8 +19,7 @@ sys.dont_write_bytecode = True  # no tools/__pycache__: the checkout is only rea
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from patchinfo import changed_names, message_names, read_patch  # noqa: E402
 
-TOOLS = Path(__file__).resolve().parent
-PATCHES_DIR = TOOLS.parent / "patches"
+PATCHES_DIR = Path(__file__).resolve().parent.parent / "patches"
 URL = r"https?://\S+"
 # label: (the field names that carry it, the pattern its value matches, what that is).
 FIELDS = {
@@ -48,8 +36,7 @@ FIELDS = {
         "no, not-needed, yes or a URL",
     ),
     "Last-Update": (("Last-Update",), r"\d{4}-\d{2}-\d{2}", "a date YYYY-MM-DD"),
-}
-OPTIONAL = {
+    # Optional (the one field whose absence is no problem).
     "Applied-Upstream": (
         ("Applied-Upstream",),
         r"[^\s,]+(,\s*[^\s,]+)*",
@@ -58,44 +45,28 @@ OPTIONAL = {
 }
 
 
-def series_entries() -> list[str]:
-    """The series, parsed by lib.sh (the one place that knows its format)."""
-    script = 'source "$1" && series_patches'
-    result = subprocess.run(
-        ["bash", "-c", script, "series", str(TOOLS / "lib.sh")],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        sys.exit(result.stderr.strip() or "error: could not read patches/series")
-    return result.stdout.split()
+def check_dep3(fields) -> list[str]:
+    problems = []
+    for label, (names, pattern, what) in FIELDS.items():
+        values = [v for n in names for v in fields.get(n, [])]
+        if not values:
+            if label != "Applied-Upstream":
+                problems.append(f"no {label} field ({' or '.join(names)})")
+            continue
+        if len(values) > 1:
+            problems.append(f"{label} given {len(values)} times")
+        if not re.fullmatch(pattern, values[0]) or (
+            label == "Last-Update" and not is_date(values[0])
+        ):
+            problems.append(f"{label} {values[0]!r} is not {what}")
+    return problems
 
 
 def is_date(value: str) -> bool:
     try:
-        datetime.date.fromisoformat(value)
-        return True
+        return bool(datetime.date.fromisoformat(value))
     except ValueError:
         return False
-
-
-def check_dep3(fields) -> list[str]:
-    problems = []
-    for label, (names, pattern, what) in {**FIELDS, **OPTIONAL}.items():
-        present = [n for n in names if fields.get(n)]
-        if not present:
-            if label in FIELDS:
-                problems.append(f"no {label} field ({' or '.join(names)})")
-            continue
-        values = [v for n in present for v in fields[n]]
-        if len(values) > 1:
-            problems.append(f"{label} given {len(values)} times ({', '.join(present)})")
-        value = values[0]
-        if not re.fullmatch(pattern, value) or (
-            label == "Last-Update" and not is_date(value)
-        ):
-            problems.append(f"{label} {value!r} is not {what}")
-    return problems
 
 
 def describes(patch, diff) -> str | None:
@@ -133,7 +104,11 @@ def check_patch(patch) -> list[str]:
 
 def main() -> int:
     problems: list[str] = []
-    entries = series_entries()
+    # quilt's format: one name per line, '#' comments, optional -pN after the name.
+    lines = (PATCHES_DIR / "series").read_text().splitlines()
+    entries = [
+        line.split("#")[0].split()[0] for line in lines if line.split("#")[0].strip()
+    ]
     if not entries:
         problems.append("patches/series lists no patches")
     for i, entry in enumerate(entries):

@@ -1,7 +1,6 @@
-"""Read one patch of the series: its header (git format-patch's mail or a plain
-DEP-3 paragraph, both read by Python's email parser), its description and, per
-file, the lines it adds and removes. Shared by check_patches.py,
-rebase_report.py and pr_body.py, so the three agree on what a patch says.
+"""One patch of the series, read once for check_patches.py, rebase_report.py and
+pr_body.py: its header (git format-patch's mail or a DEP-3 paragraph, through
+Python's email parser), its description and, per file, the lines it changes.
 """
 
 import builtins
@@ -52,9 +51,8 @@ def _path(name: str) -> tuple[str | None, bool]:
     name = name.split("\t")[0].strip()
     if name == "/dev/null":
         return None, True
-    if name.startswith(("a/", "b/")):
-        return name[2:], True
-    return name, False
+    prefixed = name.startswith(("a/", "b/"))
+    return name[2:] if prefixed else name, prefixed
 
 
 def _files(lines: list[str]) -> list[FileDiff]:

@@ -1,23 +1,12 @@
 #!/usr/bin/env python3
-"""Try the series on a newer sglang tree and report, per patch, in Markdown:
-
-  applies cleanly | applies with offset | conflicts (with the rejected hunks) |
-  already upstream (the patch reverse-applies, or an equivalent change is there)
-
-  tools/rebase_report.py --target TREE --name TEXT --source TEXT [--command TEXT] PATCH...
-
-TREE is the root of an sglang tree (python/sglang/...); it is only read. The
-patches are tried in order on a scratch copy of the files they touch, each on
-top of the ones before it that applied, with patch -p1 -F0 as distros do.
-
-"Equivalent change" is how a rewrite upstream is recognised (sglang 0.5.13
-implements this change with other code, so no hunk matches textually): the
-patch's key names are the classes, defs, fields and attributes it adds that
-its description also names (for a patch that adds none, the new names its
-added lines use that its description names). The change is upstream when
-every key name is in TREE (in the file the patch adds it to, or, for a
-definition, anywhere under python/ or test/) and every definition the patch
-removes and names in its description is gone from that file.
+"""Try the series on a newer sglang tree (only read) and report, per patch, in
+Markdown: applies cleanly | applies with offset | conflicts (with the rejected
+hunks) | already upstream (it reverse-applies, or an equivalent change is there).
+The patches are tried in order, with patch -p1 -F0 as distros do, on a scratch
+copy of the files they touch. An equivalent change is a rewrite upstream (0.5.13
+has this change in other code): the classes, defs, fields and attributes the
+patch adds and its description names (else the new names its added lines use)
+are all in TREE, and the definitions it removes and names are gone.
 Exit status 1 when any patch conflicts.
 """
 
@@ -100,10 +89,7 @@ def equivalent_change(patch, target: Path) -> tuple[bool, list[str]]:
             missing.append(f"{name} (still defined)")
         else:
             evidence.append(f"`{name}` gone from {path}")
-    if missing and evidence:
-        partly = f"partly present: {', '.join(evidence)}; missing: {', '.join(sorted(set(missing)))}"
-        return False, [partly]
-    return not missing, [] if missing else evidence
+    return not missing, evidence
 
 
 def with_files(lines):
@@ -118,13 +104,13 @@ def with_files(lines):
 def try_patch(patch, path: Path, target: Path, scratch: Path) -> tuple[str, str]:
     """Classify one patch against SCRATCH (applying it there when it applies)."""
     if patch_cmd(scratch, path, "-R", "--dry-run", "-s").returncode == 0:
-        return (
-            "already upstream",
-            "the patch reverse-applies: its exact change is there",
-        )
+        return "already upstream (reverse-applies)", "its exact change is there"
     same, evidence = equivalent_change(patch, target)
     if same:
-        return "already upstream", f"equivalent change present: {', '.join(evidence)}"
+        return (
+            "already upstream (equivalent change present)",
+            f"equivalent change present: {', '.join(evidence)}",
+        )
     dry = patch_cmd(scratch, path, "--dry-run")
     if dry.returncode == 0:
         patch_cmd(scratch, path)
@@ -150,7 +136,7 @@ def try_patch(patch, path: Path, target: Path, scratch: Path) -> tuple[str, str]
         for current, line in with_files((out.stdout + out.stderr).splitlines())
         if re.search(r"FAILED at|can't find file|No file to patch", line)
     ]
-    detail = "\n".join(failed + [f"({e})" for e in evidence[:1]])
+    detail = "\n".join(failed)
     if rejected:
         detail += f"\n\n```diff\n{rejected.rstrip()}\n```"
     return "conflicts", detail.strip()
@@ -161,7 +147,7 @@ def main() -> int:
     parser.add_argument("--target", type=Path, required=True)
     parser.add_argument("--name", required=True, help="TREE in a few words (title)")
     parser.add_argument("--source", required=True, help="where TREE comes from")
-    parser.add_argument("--command", default="", help="the command that ran this")
+    parser.add_argument("--command", required=True, help="the command that ran this")
     parser.add_argument("patches", type=Path, nargs="+")
     args = parser.parse_args()
     target = args.target.resolve()
@@ -186,11 +172,10 @@ def main() -> int:
                     )
             results.append((path.name, status, detail))
 
-    counts = {s: sum(r[1] == s for r in results) for s in ORDER}
-    out = [f"# Rebase report: the series on {args.name}\n"]
-    if args.command:
-        out.append(f"- Command: `{args.command}`")
-    out += [
+    counts = {s: sum(r[1].startswith(s) for r in results) for s in ORDER}
+    out = [
+        f"# Rebase report: the series on {args.name}\n",
+        f"- Command: `{args.command}`",
         f"- Target: {args.source}",
         f"- Series: {len(results)} patches from patches/series, tried in order with `patch -p1 -F0`",
         f"- Run on: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d} (UTC)\n",
@@ -198,13 +183,6 @@ def main() -> int:
         "|---|---|---|",
     ]
     for i, (name, status, detail) in enumerate(results, 1):
-        if status == "already upstream":
-            how = (
-                "reverse-applies"
-                if "reverse" in detail
-                else "equivalent change present"
-            )
-            status = f"{status} ({how})"
         out.append(f"| {i} | `{name}` | {status} |")
     out.append(
         f"\nSummary: {', '.join(f'{s}: {n}' for s, n in counts.items() if n)}.\n"
