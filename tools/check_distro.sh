@@ -1,11 +1,8 @@
 #!/usr/bin/env bash
-# Apply the series the way distro tools do, on the pristine pin, and prove:
-#  - patch -p1 -F0 (dpkg-source, rpm %autosetup) applies every patch exactly:
-#    no fuzz, no offset, no .orig/.rej, and yields what git yields;
-#  - quilt push -a gives the same tree and quilt pop -a restores the pristine
-#    tree byte for byte (files, contents, modes);
-#  - for trees rooted at sglang's python/ directory (the published package),
-#    patch -p2 and quilt with tools/python_root_series.sh do the same.
+# On the pristine pin, as distro tools apply the series: patch -p1 -F0 applies each
+# patch exactly (no fuzz, offset, .orig or .rej) and yields what git yields; quilt
+# push -a the same, and quilt pop -a restores the pristine tree byte for byte. The
+# same with -p2 on the python/-rooted layout (tools/python_root_series.sh).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 

@@ -1,10 +1,7 @@
 #!/usr/bin/env bash
-# Build the release tarball of the series for packagers:
-#   build/dist/sglang-moe-lora-info-<pin version>-<latest Last-Update>.tar.gz
-# with patches/ (series, series.python-root, the patches), upstream.lock, a
-# README (the top of README.md, the pin, docs/distro.md) and SHA256SUMS.
-# Reproducible: names, dates, owners and order come from the content only, so
-# two builds of the same patches/ are byte-identical.
+# build/dist/sglang-moe-lora-info-<pin version>-<newest Last-Update>.tar.gz for
+# packagers: patches/ (with series.python-root), upstream.lock, a README and
+# SHA256SUMS. Reproducible: names, dates, owners and order come from the content.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 

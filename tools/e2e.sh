@@ -1,13 +1,8 @@
 #!/usr/bin/env bash
-# On a GPU machine: sglang's Engine from the pristine pin and from the patched tree,
-# side by side (bench/e2e/). Builds build/sglang (make apply) and a git worktree of
-# its pristine tag in build/sglang-pin, installs the offline wheelhouses when they are
-# there, runs the small GPU test (tests/gpu), then bench/e2e/run.py with "$@".
-#   tools/e2e.sh [run.py options]          e.g. --modes graphs --batch-sizes 1,32
-# Environment: PYTHON (python3), E2E_WHEELHOUSES (build/gpu-wheels build/e2e-wheels),
-# E2E_SITE (build/e2e-site: where those wheels are installed), E2E_SKIP_TEST=1,
-# E2E_SERIES=N: "ours" is the first N patches only (a worktree in build/sglang-ours),
-# to tell which patch changes what the engine does.
+# On a GPU machine: sglang's Engine from the pristine pin (a worktree of its tag in
+# build/sglang-pin) and from the patched tree, side by side: tests/gpu, then
+# bench/e2e/run.py with "$@" (docs/e2e.md). The wheelhouses, when there, are
+# installed offline into E2E_SITE. E2E_SERIES=N: "ours" is the first N patches only.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 

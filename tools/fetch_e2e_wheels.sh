@@ -1,8 +1,6 @@
 #!/usr/bin/env bash
-# Fill build/e2e-wheels with what sglang's offline Engine needs on the lent GPU
-# machine beyond build/gpu-wheels (which this fills first, through
-# tools/fetch_gpu_wheels.sh), as pinned in requirements/e2e.txt. Rerunnable: wheels
-# already there are kept, wheels no longer pinned are removed. docs/e2e.md says why.
+# Fill build/e2e-wheels (after build/gpu-wheels) with what sglang's offline Engine
+# needs on the GPU machine, as pinned in requirements/e2e.txt. docs/e2e.md says why.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 

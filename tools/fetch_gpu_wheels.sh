@@ -1,11 +1,8 @@
 #!/usr/bin/env bash
-# Fill build/gpu-wheels with the wheels that an air-gapped GPU host lacks (Python 3.12,
-# torch 2.11.0 and triton 3.6.0 already installed), as pinned in
-# requirements/gpu-offline.txt, so that 'make test WHEELHOUSE=build/gpu-wheels'
-# builds its environment there offline. sglang-kernel is repacked from the
-# registry's 322 MB wheel down to what the LoRA and MoE paths load on Hopper
-# (its Python files and sm90/common_ops.abi3.so). Rerunnable: wheels already
-# there are kept, wheels no longer pinned are removed. docs/gpu-offline.md says why.
+# Fill build/gpu-wheels with the wheels an air-gapped GPU host (Python 3.12, torch and
+# triton installed) lacks, as pinned in requirements/gpu-offline.txt, for
+# 'make test WHEELHOUSE=build/gpu-wheels' there; sglang-kernel trimmed to what the
+# LoRA and MoE paths load on Hopper. Rerunnable. docs/gpu-offline.md says why.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 

@@ -1,8 +1,6 @@
 #!/usr/bin/env bash
-# On a GPU machine: run the sglang tests compiled on CUDA, then again under
-# compute-sanitizer memcheck, logging to LOG_DIR (build/gpu-validation by default).
-# Offline when WHEELHOUSE is set.
-#   WHEELHOUSE=build/gpu-wheels PYTHON=python3 tools/gpu_validate.sh [LOG_DIR]
+# On a GPU machine: the sglang tests with compiled kernels, then under
+# compute-sanitizer memcheck, logged to LOG_DIR (build/gpu-validation); offline with WHEELHOUSE.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 

@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
-# Build the test environment at $VENV from the package registry (pinned versions),
-# or offline from the wheels in $WHEELHOUSE on top of the machine's own torch
-# (an air-gapped GPU host with its own CUDA torch and triton; docs/gpu-offline.md).
-# Reuses an existing environment only when it was built from the same requirements.
-# pip runs without --quiet: its lines (Collecting, Processing, Installing) are the progress.
+# Build $VENV from the package registry (requirements/test.txt), or offline from
+# $WHEELHOUSE on top of the machine's own torch (docs/gpu-offline.md); reused when
+# built from the same requirements. pip's own lines are the progress.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 

@@ -1,11 +1,8 @@
 #!/usr/bin/env bash
-# Prepare the upstream pull request in the user's sglang clone:
-#   tools/pr.sh SGLANG_DIR     (make pr SGLANG_DIR=... [BASE=v0.5.12] [BRANCH=...] [PR_BODY=...])
-# creates branch $BRANCH at $BASE, applies the series there as commits with
-# 'git am -3' (commit messages without the DEP-3 trailers, which only distros
-# want), and writes the pull-request body to $PR_BODY. A dirty clone, an
-# existing branch or an unknown BASE is refused; on any failure the clone is
-# left as it was (am aborted, branch deleted, original branch checked out).
+# make pr SGLANG_DIR=clone [BASE=v0.5.12] [BRANCH=...] [PR_BODY=...]: branch BRANCH
+# at BASE with the series as commits ('git am -3', without the DEP-3 trailers) and
+# the PR body in PR_BODY. Refuses a dirty clone, an existing branch or an unknown
+# BASE; on any failure the clone is left as it was.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 

@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
-# Print the quilt series for a tree rooted at sglang's python/ directory (the
-# layout of the published package: sglang/... at the top, as in the wheel or
-# the sdist): every patch with -p2. A patch that touches nothing under python/
-# (the registered test, under test/) is listed commented out, since such a tree
-# has no place for it; a patch that mixes both cannot be applied there and stops.
+# Print the quilt series (-p2) for a tree rooted at sglang's python/ directory (the
+# published package's layout); a patch only for test/ is listed commented out, and
+# one that mixes python/ and other paths stops it.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 

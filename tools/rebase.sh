@@ -1,10 +1,7 @@
 #!/usr/bin/env bash
-# Try the series on a newer sglang and report per patch (tools/rebase_report.py):
-# applies cleanly / with offset / conflicts (rejected hunks) / already upstream.
-#   tools/rebase.sh 0.5.13              a release from the package registry (cached in .cache/upstream/)
-#   tools/rebase.sh path/to/sglang      a clone (or any tree with python/sglang/), only read
-#   tools/rebase.sh path/to/sglang.whl  a downloaded wheel
-# The report (Markdown) goes to stdout; exit status 1 when a patch conflicts.
+# make rebase UPSTREAM=0.5.13 | path/to/sglang | path/to/sglang.whl: try the series
+# on that sglang (a release is cached in .cache/upstream/) and print the Markdown
+# report of tools/rebase_report.py; exit status 1 when a patch conflicts.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 

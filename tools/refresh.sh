@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# Export the commits on top of the pristine tag in build/sglang as patches/
-# (normalized: zero commit ids, no index lines, no signature) and regenerate the
-# mirror of the patched files. Deterministic: with no new commit, no diff.
+# Export the commits on the pristine tag in build/sglang as patches/ (normalized, so
+# no new commit means no diff) and regenerate the mirror.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 

@@ -1,13 +1,7 @@
 #!/usr/bin/env bash
-# Run the GPU benchmarks with $VENV's Python on the patched tree: the metadata
-# kernel against upstream 0.5.13's (bench/bench_moe_lora_info_kernel.py), the
-# per-batch MoE LoRA metadata (bench/bench_moe_lora_info.py), the whole MoE layer
-# (bench/bench_moe_layer.py), pre (pristine $PIN_TAG) vs ours, and the MoE LoRA
-# hooks at decode (bench/bench_moe_lora_decode.py). Tables go to
-# stdout and to ${BENCH_OUT:-build/bench}/*.txt, beside the JSON results and
-# the plots. Arguments go to every script: --quick for a short first run,
-# --smoke for the CPU check (Triton interpreter, no GPU timings), --no-plot
-# without matplotlib. The full run takes several minutes on an H100.
+# The GPU benchmarks (bench/*.py) with $VENV's Python on the patched tree, the
+# pristine $PIN_TAG beside it; tables to stdout and ${BENCH_OUT:-build/bench}/.
+# Arguments go to every script (--quick, --smoke for the CPU check, --no-plot).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 

@@ -1,12 +1,7 @@
 #!/usr/bin/env bash
-# Run the registered tests of the patched tree, then our own tests, with $VENV
-# (built or reused by tools/make_venv.sh).
-# CUDA when a GPU is visible (compiled Triton kernels), else the CPU with
-# Triton's interpreter (TRITON_INTERPRET=1) running the same kernels.
-# The tree under test (SGLANG_DIR, by default build/sglang) is only read:
-# bytecode and Triton's cache go to build/.
-#   tools/run_tests.sh [PYTEST_ARGS...]
-#   tools/run_tests.sh --tooling [PYTEST_ARGS...]   tests/tooling only (make check)
+# Run the registered tests of the patched tree (SGLANG_DIR, by default build/sglang,
+# only read), then ours, with $VENV: CUDA when a GPU is visible, else the CPU with
+# Triton's interpreter. --tooling: tests/tooling only (make check).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
