@@ -1,13 +1,8 @@
-"""Fixtures and helpers for tests of our own tooling: private copies of the project.
-
-Each test gets its own copy of the repository (tracked and untracked files,
-without build/, .venv/ or .cache/) and a pin cache seeded from ours, so tests
-can break things without touching the real checkout and need no network.
-Commands run with a minimal environment (see `run`), so nothing of the
-caller's, make's MAKEFLAGS above all, can send them to a real tree.
-
-Tests marked `needs("quilt", ...)` are skipped where a tool is missing;
-`make check` runs them (`-m needs`) and says how to install it.
+"""Fixtures and helpers for tests of our own tooling: each test works on a private
+copy of the project (without build/, .venv/, .cache/) with a warm pin cache, and
+runs commands with a minimal environment (`run`): no network, and nothing of the
+caller's, make's MAKEFLAGS above all, can send them to a real tree. Tests marked
+`needs("quilt", ...)` are skipped where a tool is missing; `make check` runs them.
 """
 
 import os
@@ -159,11 +154,6 @@ def subject(patch: Path) -> str:
 
 def touched(patch: Path) -> set[str]:
     return set(re.findall(r"^diff --git a/(\S+) b/", patch.read_text(), re.M))
-
-
-def created(patch: Path) -> set[str]:
-    pattern = r"^diff --git a/(\S+) b/\S+\nnew file mode"
-    return set(re.findall(pattern, patch.read_text(), re.M))
 
 
 # --- project copies ------------------------------------------------------------

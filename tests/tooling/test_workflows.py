@@ -126,20 +126,6 @@ def test_pr_commits_the_series_on_a_new_branch_and_writes_the_body(
     assert status(clone) == before
 
 
-def test_pr_refuses_a_dirty_clone_and_leaves_it_untouched(applied_copy, pristine_clone):
-    clone = pristine_clone
-    target = clone / "python/sglang/srt/lora/layers.py"
-    target.write_text(target.read_text() + "# local edit\n")
-    (clone / "notes.txt").write_text("untracked\n")
-    before = status(clone)
-    result = run(["make", "pr", f"SGLANG_DIR={clone}"], applied_copy)
-    assert result.returncode != 0
-    assert "uncommitted changes or untracked files" in result.stderr
-    assert status(clone) == before
-    assert target.read_text().endswith("# local edit\n")
-    assert not (applied_copy / "build" / "pr-body.md").exists()
-
-
 def test_pr_failure_paths_leave_the_clone_as_it_was(
     applied_copy, pristine_clone, tmp_path
 ):
@@ -153,6 +139,21 @@ def test_pr_failure_paths_leave_the_clone_as_it_was(
     assert bad_base.returncode != 0
     assert "BASE v9.9.9 is not a commit" in bad_base.stderr
     assert status(clone) == before
+
+    # A dirty clone: refused, the edits kept, no PR body written.
+    target = clone / "python/sglang/srt/lora/layers.py"
+    pristine_text = target.read_text()
+    target.write_text(pristine_text + "# local edit\n")
+    (clone / "notes.txt").write_text("untracked\n")
+    before = status(clone)
+    dirty = run(["make", "pr", f"SGLANG_DIR={clone}"], project)
+    assert dirty.returncode != 0
+    assert "uncommitted changes or untracked files" in dirty.stderr
+    assert status(clone) == before
+    assert target.read_text().endswith("# local edit\n")
+    assert not (project / "build" / "pr-body.md").exists()
+    target.write_text(pristine_text)
+    (clone / "notes.txt").unlink()
 
     # Upstream moved on: a line the series changes was edited (a real conflict).
     patch, path, start, lines, old_line = editable_hunk(series(project))
@@ -300,6 +301,17 @@ def test_check_patches_catches_each_kind_of_problem(project):
 # The distro tools: patch -p1 -F0, quilt, -p2
 
 
+def path_without(tmp_path, *missing) -> Path:
+    """A directory to use as PATH: every program on PATH but MISSING."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for directory in filter(Path.is_dir, map(Path, clean_env()["PATH"].split(":"))):
+        for tool in directory.iterdir():
+            if tool.name not in missing and not (bin_dir / tool.name).exists():
+                (bin_dir / tool.name).symlink_to(tool)
+    return bin_dir
+
+
 @pytest.mark.needs("quilt", "patch")
 def test_check_distro_refuses_a_patch_that_needs_an_offset(project):
     # make check runs check_distro.sh on the real series; here, its failure path.
@@ -324,11 +336,7 @@ def test_check_distro_refuses_a_patch_that_needs_an_offset(project):
 @pytest.mark.needs("patch")
 def test_check_distro_says_how_to_get_quilt(project, tmp_path):
     # PATH without quilt: one line naming the missing tool and how to install it.
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for tool in ("bash", "patch", "python3", "git", "sed", "dirname", "cat"):
-        if shutil.which(tool):
-            (bin_dir / tool).symlink_to(shutil.which(tool))
+    bin_dir = path_without(tmp_path, "quilt")
     result = run(["bash", "tools/check_distro.sh"], project, env={"PATH": str(bin_dir)})
     assert result.returncode != 0
     assert "quilt is not installed" in result.stderr
@@ -337,15 +345,7 @@ def test_check_distro_says_how_to_get_quilt(project, tmp_path):
 
 def test_tests_that_need_quilt_or_patch_are_skipped_without_them(project, tmp_path):
     # make test on a machine with neither: skipped with the way to get them, not failed.
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for directory in clean_env()["PATH"].split(":"):
-        for tool in Path(directory).glob("*") if Path(directory).is_dir() else []:
-            if (
-                tool.name not in ("quilt", "patch")
-                and not (bin_dir / tool.name).exists()
-            ):
-                (bin_dir / tool.name).symlink_to(tool)
+    bin_dir = path_without(tmp_path, "quilt", "patch")
     result = run(
         [PYTHON, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs"]
         + ["tests/tooling", "-m", "needs"],
