@@ -1,8 +1,6 @@
-# Shared helpers for the tooling; source it, do not run it.
+# Shared helpers for the tooling; source it, do not run it. The paths are fixed, not
+# taken from the environment: the tooling writes only build/ and .cache/ here.
 # shellcheck shell=bash
-# The one place that knows the pin file, the series format and the default paths.
-# The paths are fixed, not taken from the environment: the tooling writes only
-# under build/ and .cache/ of this checkout, whatever the caller's environment holds.
 
 # shellcheck disable=SC2034 # the paths are read by the scripts that source this file
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

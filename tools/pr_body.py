@@ -1,17 +1,10 @@
 #!/usr/bin/env python3
-"""Write the pull-request body for upstream sglang from our own docs.
-
-  tools/pr_body.py --base v0.5.12 --out build/pr-body.md PATCH...
-
-The sections are those of sglang's pull-request template. Nothing is made up:
-  Motivation        README.md "## Why"
-  Modifications     the commit messages of the series, then docs/design.md
-  Accuracy Tests    docs/gpu-validation.md, verbatim
-  Benchmarking ...  docs/benchmarks.md, verbatim
-  Checklist         the template's items, ticked only where the series shows it
-A results doc that is missing is said to be missing; the cards and dates a
-results doc names are repeated at the top of its section, and a doc naming
-none is flagged in the body (and on stderr) so the figures are not posted bare.
+"""Write the pull-request body for upstream sglang from our own docs, in the
+sections of sglang's PR template: Motivation (README.md's "## Why"),
+Modifications (the series' commit messages, then docs/design.md), Accuracy Tests
+and Benchmarking (docs/gpu-validation.md and docs/benchmarks.md, verbatim, headed
+by the cards and dates they name, or flagged when they name none), Checklist
+(ticked only where the series shows it). A missing results doc is said to be missing.
 """
 
 import argparse
