@@ -53,6 +53,29 @@ from sglang.srt.lora.backend.base_backend import (
 
 
 @triton.jit
+def _load_segments(
+    pid,
+    seg_indptr_ptr,
+    weight_indices_ptr,
+    num_segments,
+    num_tokens,
+    num_chunks,
+    BLOCK_S,
+):
+    """The segment loads of the scatter and tile kernels: num_chunks programs
+    write a block of BLOCK_S segments over their tokens."""
+    segs = (pid // num_chunks) * BLOCK_S + tl.arange(0, BLOCK_S)
+    seg_mask = segs < num_segments
+    starts = tl.maximum(tl.load(seg_indptr_ptr + segs, mask=seg_mask, other=0), 0)
+    ends = tl.minimum(tl.load(seg_indptr_ptr + segs + 1, seg_mask, other=0), num_tokens)
+    loras = tl.load(weight_indices_ptr + segs, mask=seg_mask, other=-1)
+    first = tl.minimum(tl.maximum(tl.load(seg_indptr_ptr), 0), num_tokens)
+    last = tl.load(seg_indptr_ptr + num_segments)
+    last = tl.minimum(tl.maximum(last, first), num_tokens)
+    return starts, ends, loras, first, last
+
+
+@triton.jit
 def _store_tokens(
     pid, mapping_ptr, starts, ends, loras, first, last, mapping_len, num_chunks, BLOCK_T
 ):
@@ -97,15 +120,15 @@ def _tile_kernel(
     # Every load comes before the first store (which it could alias), so the
     # loads share one round trip to memory.
 
-    # num_chunks programs write a block of BLOCK_S segments over their tokens.
-    segs = (pid // num_chunks) * BLOCK_S + tl.arange(0, BLOCK_S)
-    seg_mask = segs < num_segments
-    starts = tl.maximum(tl.load(seg_indptr_ptr + segs, mask=seg_mask, other=0), 0)
-    ends = tl.minimum(tl.load(seg_indptr_ptr + segs + 1, seg_mask, other=0), num_tokens)
-    loras = tl.load(weight_indices_ptr + segs, mask=seg_mask, other=-1)
-    first = tl.minimum(tl.maximum(tl.load(seg_indptr_ptr), 0), num_tokens)
-    last = tl.load(seg_indptr_ptr + num_segments)
-    last = tl.minimum(tl.maximum(last, first), num_tokens)
+    starts, ends, loras, first, last = _load_segments(
+        pid,
+        seg_indptr_ptr,
+        weight_indices_ptr,
+        num_segments,
+        num_tokens,
+        num_chunks,
+        BLOCK_S,
+    )
 
     # Program 0 finds the adapters in use; -1 matches none, is never an address.
     lora_ids = tl.arange(0, BLOCK_L)
@@ -164,15 +187,15 @@ def _scatter_kernel(
     pid = tl.program_id(0)
     # The loads share one round trip to memory, before the first store.
 
-    # num_chunks programs write a block of BLOCK_S segments over their tokens.
-    segs = (pid // num_chunks) * BLOCK_S + tl.arange(0, BLOCK_S)
-    seg_mask = segs < num_segments
-    starts = tl.maximum(tl.load(seg_indptr_ptr + segs, mask=seg_mask, other=0), 0)
-    ends = tl.minimum(tl.load(seg_indptr_ptr + segs + 1, seg_mask, other=0), num_tokens)
-    loras = tl.load(weight_indices_ptr + segs, mask=seg_mask, other=-1)
-    first = tl.minimum(tl.maximum(tl.load(seg_indptr_ptr), 0), num_tokens)
-    last = tl.load(seg_indptr_ptr + num_segments)
-    last = tl.minimum(tl.maximum(last, first), num_tokens)
+    starts, ends, loras, first, last = _load_segments(
+        pid,
+        seg_indptr_ptr,
+        weight_indices_ptr,
+        num_segments,
+        num_tokens,
+        num_chunks,
+        BLOCK_S,
+    )
     lora_ids = tl.arange(0, BLOCK_L)
     ranks = tl.load(lora_ranks_ptr + lora_ids, lora_ids < num_loras, other=0)
     scan_len = tl.where(pid == 0, num_segments, 0)
