@@ -39,28 +39,18 @@ def text_of(path: Path) -> str:
     return path.read_text(errors="replace") if path.is_file() else ""
 
 
-def defines(text: str, name: str) -> bool:
-    """Whether TEXT defines NAME: a def, a class or a class-level annotated field."""
-    name = re.escape(name)
-    pattern = rf"^\s*(?:(?:async\s+)?(?:def|class)\s+{name}\b|{name}\s*:[^=,\n]+(?:=[^,\n]*)?$)"
-    return re.search(pattern, text, re.M) is not None
+def defines(path: Path, name: str) -> bool:
+    """Whether the file at PATH defines NAME (as patchinfo reads a definition)."""
+    text = text_of(path)
+    return name in text and name in defined_names(text.splitlines())
 
 
 def defined_elsewhere(target: Path, name: str) -> str | None:
     """The first file under python/ or test/ of TARGET that defines NAME."""
-    tops = [str(target / top) for top in ("python", "test") if (target / top).is_dir()]
-    if not tops:
-        return None
-    grep = ["grep", "-rlw", "--include=*.py", name, *tops]
-    hits = subprocess.run(grep, capture_output=True, text=True).stdout.split()
-    return next(
-        (
-            str(Path(h).relative_to(target))
-            for h in sorted(hits)
-            if defines(text_of(Path(h)), name)
-        ),
-        None,
+    files = (
+        p for top in ("python", "test") for p in sorted((target / top).rglob("*.py"))
     )
+    return next((str(p.relative_to(target)) for p in files if defines(p, name)), None)
 
 
 def equivalent_change(patch, target: Path) -> tuple[bool, list[str]]:
@@ -85,7 +75,7 @@ def equivalent_change(patch, target: Path) -> tuple[bool, list[str]]:
         else:
             missing.append(name)
     for path, name in gone:
-        if defines(text_of(target / path), name):
+        if defines(target / path, name):
             missing.append(f"{name} (still defined)")
         else:
             evidence.append(f"`{name}` gone from {path}")
