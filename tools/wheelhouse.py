@@ -28,20 +28,13 @@ def pins(path):
     """(pins, machine, unneeded): 'name==version' lines, '#machine:' and '#unneeded:' names."""
     wanted, machine, unneeded = {}, {}, set()
     for raw in Path(path).read_text().splitlines():
-        for tag, target in (("#machine:", machine), ("#unneeded:", unneeded)):
-            if raw.startswith(tag):
-                name, _, version = raw[len(tag) :].strip().partition("==")
-                if isinstance(target, set):
-                    target.add(canon(name))
-                else:
-                    target[canon(name)] = version or None
-                break
-        else:
-            line = raw.split("#", 1)[0].strip()
-            if not line:
-                continue
-            m = re.fullmatch(r"([A-Za-z0-9._-]+)==([^\s;]+)", line)
-            if not m:
+        if m := re.match(r"#(machine|unneeded):\s*([^=\s]+)(?:==(\S+))?", raw):
+            if m[1] == "machine":
+                machine[canon(m[2])] = m[3]
+            else:
+                unneeded.add(canon(m[2]))
+        elif line := raw.split("#", 1)[0].strip():
+            if not (m := re.fullmatch(r"([A-Za-z0-9._-]+)==([^\s;]+)", line)):
                 sys.exit(f"error: {path}: '{line}' is not an exact 'name==version' pin")
             wanted[canon(m[1])] = m[2]
     return wanted, machine, unneeded
@@ -75,8 +68,8 @@ def check(req_file, directory, base_file):
     wanted, machine, unneeded = pins(req_file)
     base, base_machine, _ = pins(base_file)
     provided = {**base_machine, **machine, **base, **wanted}
-    env = default_environment()
-    env.update(
+    # The GPU machine's markers: CPython 3.12 on x86-64 Linux.
+    env = default_environment() | dict(
         python_version="3.12",
         python_full_version="3.12.3",
         implementation_name="cpython",
@@ -88,44 +81,36 @@ def check(req_file, directory, base_file):
         extra="",
     )
     have = wheels(directory)
-    problems = []
-    for name, version in wanted.items():
-        entries = have.get(name, [])
-        if len(entries) != 1 or Version(entries[0][0]) != Version(version):
-            problems.append(
-                f"{name}=={version}: wanted one wheel, found {[p.name for _, p in entries]}"
+    problems = [
+        f"{name}=={version}: wanted one wheel, found {[p.name for _, p in entries]}"
+        for name, version in wanted.items()
+        for entries in [have.get(name, [])]
+        if len(entries) != 1 or Version(entries[0][0]) != Version(version)
+    ]
+    problems += [
+        f"{name}: a wheel that no pin names" for name in have if name not in wanted
+    ]
+    for path in (path for entries in have.values() for _, path in entries):
+        with zipfile.ZipFile(path) as z:
+            meta = next(
+                n for n in z.namelist() if re.fullmatch(r"[^/]+\.dist-info/METADATA", n)
             )
-    for name in have:
-        if name not in wanted:
-            problems.append(f"{name}: a wheel that no pin names")
-    for name, entries in have.items():
-        for _, path in entries:
-            with zipfile.ZipFile(path) as z:
-                meta = next(
-                    n
-                    for n in z.namelist()
-                    if n.count("/") == 1 and n.endswith(".dist-info/METADATA")
+            headers = z.read(meta).decode().split("\n\n", 1)[0]
+        for line in re.findall(r"^Requires-Dist:(.*)$", headers, re.M):
+            req = Requirement(line.strip())
+            dep = canon(req.name)
+            if (req.marker and not req.marker.evaluate(env)) or dep in unneeded:
+                continue
+            if dep not in provided:
+                problems.append(
+                    f"{path.name} needs {req}: not pinned, not on the machine, not marked unneeded"
                 )
-                text = z.read(meta).decode()
-            for line in text.split("\n\n", 1)[0].splitlines():
-                if not line.startswith("Requires-Dist:"):
-                    continue
-                req = Requirement(line.split(":", 1)[1].strip())
-                if req.marker is not None and not req.marker.evaluate(env):
-                    continue
-                dep = canon(req.name)
-                if dep in unneeded:
-                    continue
-                if dep not in provided:
-                    problems.append(
-                        f"{path.name} needs {req}: not pinned, not on the machine, not marked unneeded"
-                    )
-                elif provided[dep] is not None and not req.specifier.contains(
-                    provided[dep], prereleases=True
-                ):
-                    problems.append(
-                        f"{path.name} needs {req}, but {dep}=={provided[dep]} is what it gets"
-                    )
+            elif provided[dep] is not None and not req.specifier.contains(
+                provided[dep], prereleases=True
+            ):
+                problems.append(
+                    f"{path.name} needs {req}, but {dep}=={provided[dep]} is what it gets"
+                )
     if problems:
         sys.exit("error: e2e wheelhouse check failed:\n  " + "\n  ".join(problems))
 
@@ -143,70 +128,74 @@ def report(directory, max_mb):
         )
 
 
+def keep(name):
+    """What the trimmed sglang-kernel wheel keeps: the Python files, the SM90 ops library."""
+    if name.startswith("sgl_kernel/"):
+        return not name.startswith(("sgl_kernel/sm100/", *SKIPPED_OPS))
+    # triton_kernels: pure Python, imported by sglang's MoE code.
+    return name.startswith("triton_kernels/") or (
+        ".dist-info/" in name and not name.endswith("/RECORD")
+    )
+
+
+SKIPPED_OPS = ("sgl_kernel/flash_ops.abi3.so", "sgl_kernel/flashmla_ops.abi3.so")
+NEEDED = (
+    "sgl_kernel/__init__.py",
+    "sgl_kernel/load_utils.py",
+    "sgl_kernel/sm90/common_ops.abi3.so",
+    "triton_kernels/__init__.py",
+)
+
+
 def trim(src, dst_dir, local):
-    """Repack the sglang-kernel wheel with its Python files and the SM90 ops library only."""
-
-    def keep(name):
-        if name.startswith("triton_kernels/"):
-            return True  # pure Python, imported by sglang's MoE code
-        if name.startswith("sgl_kernel/"):
-            return not (
-                name.startswith("sgl_kernel/sm100/")
-                or name
-                in ("sgl_kernel/flash_ops.abi3.so", "sgl_kernel/flashmla_ops.abi3.so")
-            )
-        return ".dist-info/" in name and not name.endswith("/RECORD")
-
+    """Repack the sglang-kernel wheel SRC as version +LOCAL in DST_DIR, as keep() says."""
     src = Path(src)
     name, version, *tags = src.name[: -len(".whl")].split("-")
     new_version = f"{version}+{local}"
-    old_info = f"{name}-{version}.dist-info/"
-    new_info = f"{name}-{new_version}.dist-info/"
+    old_info, new_info = (
+        f"{name}-{version}.dist-info/",
+        f"{name}-{new_version}.dist-info/",
+    )
     dst = Path(dst_dir) / f"{name}-{new_version}-{'-'.join(tags)}.whl"
-    tmp = dst.with_suffix(".tmp")
-    record = []
+    tmp, record = dst.with_suffix(".tmp"), []
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(
         tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=9
     ) as zout:
+
+        def add(arcname, data, date_time, external_attr):
+            out = zipfile.ZipInfo(arcname, date_time=date_time)
+            out.external_attr, out.compress_type = external_attr, zipfile.ZIP_DEFLATED
+            zout.writestr(out, data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest())
+            record.append(
+                f"{arcname},sha256={digest.rstrip(b'=').decode()},{len(data)}"
+            )
+
         for info in zin.infolist():
             if info.is_dir() or not keep(info.filename):
                 continue
-            data = zin.read(info)
-            arcname = info.filename
+            data, arcname = zin.read(info), info.filename
             if arcname.startswith(old_info):
                 arcname = new_info + arcname[len(old_info) :]
-                if arcname == new_info + "METADATA":
-                    text, n = re.subn(
-                        r"^Version: .*$",
-                        f"Version: {new_version}",
-                        data.decode(),
-                        count=1,
-                        flags=re.M,
-                    )
-                    assert n == 1, "no Version line in METADATA"
-                    data = text.encode()
-            out = zipfile.ZipInfo(arcname, date_time=info.date_time)
-            out.external_attr = info.external_attr
-            out.compress_type = zipfile.ZIP_DEFLATED
-            zout.writestr(out, data)
-            digest = hashlib.sha256(data).digest()
-            b64 = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-            record.append(f"{arcname},sha256={b64},{len(data)}")
+            if arcname == new_info + "METADATA":
+                text, n = re.subn(
+                    r"^Version: .*$",
+                    f"Version: {new_version}",
+                    data.decode(),
+                    count=1,
+                    flags=re.M,
+                )
+                assert n == 1, "no Version line in METADATA"
+                data = text.encode()
+            add(arcname, data, info.date_time, info.external_attr)
         record.append(f"{new_info}RECORD,,")
         out = zipfile.ZipInfo(new_info + "RECORD", date_time=(2000, 1, 1, 0, 0, 0))
-        out.external_attr = 0o100644 << 16
-        out.compress_type = zipfile.ZIP_DEFLATED
+        out.external_attr, out.compress_type = 0o100644 << 16, zipfile.ZIP_DEFLATED
         zout.writestr(out, "\n".join(record) + "\n")
-    names = {r.split(",", 1)[0] for r in record}
-    for needed in (
-        "sgl_kernel/__init__.py",
-        "sgl_kernel/load_utils.py",
-        "sgl_kernel/sm90/common_ops.abi3.so",
-        "triton_kernels/__init__.py",
-    ):
-        if needed not in names:
-            tmp.unlink()
-            sys.exit(f"error: {src.name} has no {needed}; the trim would be unusable")
+    missing = [n for n in NEEDED if not any(r.startswith(n + ",") for r in record)]
+    if missing:
+        tmp.unlink()
+        sys.exit(f"error: {src.name} has no {missing[0]}; the trim would be unusable")
     tmp.rename(dst)
     print(dst.name)
 
