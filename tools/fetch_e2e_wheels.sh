@@ -15,14 +15,7 @@ PIP_PYTHON=${PIP_PYTHON:-python3}
 mkdir -p "$WHEELS_DIR"
 # Every pin whose wheel is missing, after removing wheels that no pin names.
 mapfile -t registry < <("$PIP_PYTHON" "$ROOT/tools/wheelhouse.py" missing "$REQUIREMENTS" "$WHEELS_DIR")
-if [[ ${#registry[@]} -gt 0 ]]; then
-	note "downloading ${#registry[@]} wheels for CPython 3.12: ${registry[*]}"
-	"$PIP_PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
-		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-		--platform manylinux2014_x86_64 --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64 \
-		--dest "$WHEELS_DIR" "${registry[@]}" ||
-		die "downloading the wheels of $REQUIREMENTS failed (is the package registry reachable?)"
-fi
+[[ ${#registry[@]} -eq 0 ]] || download_wheels "$REQUIREMENTS" "$WHEELS_DIR" "${registry[@]}"
 
 "$PIP_PYTHON" "$ROOT/tools/wheelhouse.py" check "$REQUIREMENTS" "$WHEELS_DIR" "$BASE_REQUIREMENTS"
 "$PIP_PYTHON" "$ROOT/tools/wheelhouse.py" report "$WHEELS_DIR" "$MAX_MB"

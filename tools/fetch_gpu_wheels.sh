@@ -28,34 +28,12 @@ writable_dir "$WHEELS_DIR"
 rm -rf "$SCRATCH"
 trap 'rm -rf "$SCRATCH"' EXIT
 
-# The registry's wheels: everything pinned but sglang-kernel, fetched for CPython 3.12 on
-# x86-64 Linux (glibc 2.39 there, so any manylinux tag up to 2_39), without dependencies:
-# requirements/gpu-offline.txt pins each one, and 'check' below proves the set closed
-# (tools/wheelhouse.py: the pins, the closure check and the sizes of both wheelhouses).
-missing_out=$("$PIP_PYTHON" "$ROOT/tools/wheelhouse.py" missing "$REQUIREMENTS" "$WHEELS_DIR")
-missing=()
-[[ -z $missing_out ]] || mapfile -t missing <<<"$missing_out"
-registry=()
-kernel_pin=
-for pin in "${missing[@]}"; do
-	if [[ ${pin%%==*} == "$KERNEL_NAME" ]]; then
-		kernel_pin=$pin
-	else
-		registry+=("$pin")
-	fi
-done
-
-if [[ ${#registry[@]} -gt 0 ]]; then
-	platforms=(--platform manylinux1_x86_64 --platform manylinux2010_x86_64 --platform manylinux2014_x86_64)
-	for n in 5 12 $(seq 17 39); do
-		platforms+=(--platform "manylinux_2_${n}_x86_64")
-	done
-	note "downloading ${#registry[@]} wheels for CPython 3.12: ${registry[*]}"
-	"$PIP_PYTHON" -m pip download --quiet --no-deps --only-binary=:all: \
-		--python-version 3.12 --implementation cp "${platforms[@]}" \
-		--dest "$WHEELS_DIR" "${registry[@]}" ||
-		die "downloading the wheels of $REQUIREMENTS failed (is the package registry reachable?)"
-fi
+# Every pin without its wheel (after removing the wheels no pin names): all but
+# sglang-kernel come from the registry; 'check' below proves the set closed.
+missing=$("$PIP_PYTHON" "$ROOT/tools/wheelhouse.py" missing "$REQUIREMENTS" "$WHEELS_DIR")
+kernel_pin=$(grep "^$KERNEL_NAME==" <<<"$missing" || true)
+mapfile -t registry < <(grep -v -e "^$KERNEL_NAME==" -e '^$' <<<"$missing" || true)
+[[ ${#registry[@]} -eq 0 ]] || download_wheels "$REQUIREMENTS" "$WHEELS_DIR" "${registry[@]}"
 
 if [[ -n $kernel_pin ]]; then
 	version=${kernel_pin#*==}

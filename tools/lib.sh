@@ -100,6 +100,18 @@ download_sglang() {
 	fi
 }
 
+# download_wheels REQUIREMENTS DIR PIN...: the PINs' wheels, without dependencies, into
+# DIR for the GPU machine: CPython 3.12 on x86-64 Linux, glibc 2.39 (any manylinux tag).
+download_wheels() {
+	local requirements=$1 dir=$2 n platforms=(--platform manylinux1_x86_64 --platform manylinux2010_x86_64 --platform manylinux2014_x86_64)
+	shift 2
+	for n in 5 12 $(seq 17 39); do platforms+=(--platform "manylinux_2_${n}_x86_64"); done
+	note "downloading $# wheels for CPython 3.12: $*"
+	"${PIP_PYTHON:-python3}" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp "${platforms[@]}" --dest "$dir" "$@" ||
+		die "downloading the wheels of $requirements failed (is the package registry reachable?)"
+}
+
 # with_lock FILE CMD...: run CMD holding an exclusive lock on FILE.
 # (Its variable is _lock_file: bash's dynamic scope would show a 'file' to CMD.)
 with_lock() {
