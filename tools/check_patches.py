@@ -1,12 +1,9 @@
 #!/usr/bin/env python3
-"""Validate patches/ the way a distro's patch validator would, reporting every
-problem before failing: the series names existing files, once each; no orphan
-and no duplicate (diff or subject); each patch non-empty, newline-terminated,
-with a/ b/ paths (-p1) and a DEP-3 header (FIELDS, each once); and each patch
-touches only what its description says: every file it touches is named by its
-description through its path, its basename, its module name when that reads as
-code (base_backend), or a code name the patch changes in that file or that heads
-one of the file's hunks (the class or def it changes).
+"""Validate patches/ as a distro's patch validator would, reporting every problem:
+the series names existing files, once each; no orphan, no duplicate diff or subject;
+each patch non-empty, newline-terminated, -p1, with a DEP-3 header (FIELDS, each
+once); and every file a patch touches is named by its description: by path,
+basename, module name (base_backend) or a code name the patch changes there.
 """
 
 import datetime
@@ -21,45 +18,18 @@ from patchinfo import changed_names, message_names, read_patch  # noqa: E402
 
 PATCHES_DIR = Path(__file__).resolve().parent.parent / "patches"
 URL = r"https?://\S+"
-# label: (the field names that carry it, the pattern its value matches, what that is).
+# Each field (with the name git uses for it), its value's pattern, what that is.
 FIELDS = {
-    "description": (("Description", "Subject"), r"\S.*", "a non-empty text"),
-    "author": (("Author", "From"), r"[^<>]+<[^<>@\s]+@[^<>\s]+>", "'Name <email>'"),
+    "Description|Subject": (r"\S.*", "a non-empty text"),
+    "Author|From": (r"[^<>]+<[^<>@\s]+@[^<>\s]+>", "'Name <email>'"),
     "Origin": (
-        ("Origin",),
         rf"(upstream|backport|vendor|other)(,\s*\S+)?|{URL}",
         "upstream|backport|vendor|other[, URL] or a URL",
     ),
-    "Forwarded": (
-        ("Forwarded",),
-        rf"no|not-needed|yes|{URL}",
-        "no, not-needed, yes or a URL",
-    ),
-    "Last-Update": (("Last-Update",), r"\d{4}-\d{2}-\d{2}", "a date YYYY-MM-DD"),
-    # Optional (the one field whose absence is no problem).
-    "Applied-Upstream": (
-        ("Applied-Upstream",),
-        r"[^\s,]+(,\s*[^\s,]+)*",
-        "a version, commit or URL list",
-    ),
+    "Forwarded": (rf"no|not-needed|yes|{URL}", "no, not-needed, yes or a URL"),
+    "Last-Update": (r"\d{4}-\d{2}-\d{2}", "a date YYYY-MM-DD"),
+    "Applied-Upstream": (r"[^\s,]+(,\s*[^\s,]+)*", "a version, commit or URL list"),
 }
-
-
-def check_dep3(fields) -> list[str]:
-    problems = []
-    for label, (names, pattern, what) in FIELDS.items():
-        values = [v for n in names for v in fields.get(n, [])]
-        if not values:
-            if label != "Applied-Upstream":
-                problems.append(f"no {label} field ({' or '.join(names)})")
-            continue
-        if len(values) > 1:
-            problems.append(f"{label} given {len(values)} times")
-        if not re.fullmatch(pattern, values[0]) or (
-            label == "Last-Update" and not is_date(values[0])
-        ):
-            problems.append(f"{label} {values[0]!r} is not {what}")
-    return problems
 
 
 def is_date(value: str) -> bool:
@@ -67,6 +37,23 @@ def is_date(value: str) -> bool:
         return bool(datetime.date.fromisoformat(value))
     except ValueError:
         return False
+
+
+def check_dep3(fields) -> list[str]:
+    problems = []
+    for names, (pattern, what) in FIELDS.items():
+        label = names.replace("|", " or ")
+        values = [v for n in names.split("|") for v in fields.get(n, [])]
+        if not values and names != "Applied-Upstream":  # the one optional field
+            problems.append(f"no {label} field")
+        if len(values) > 1:
+            problems.append(f"{label} given {len(values)} times")
+        if values and not (
+            re.fullmatch(pattern, values[0])
+            and (names != "Last-Update" or is_date(values[0]))
+        ):
+            problems.append(f"{label} {values[0]!r} is not {what}")
+    return problems
 
 
 def describes(patch, diff) -> str | None:
@@ -140,14 +127,11 @@ def main() -> int:
             seen.setdefault(key, path.name)
 
     if problems:
-        for problem in problems:
-            print(f"error: {problem}", file=sys.stderr)
-        print(
-            f"error: {len(problems)} problem(s) in {PATCHES_DIR}; fix the patches "
-            "(or 'make refresh' from build/sglang) and run this again",
-            file=sys.stderr,
+        problems.append(
+            f"{len(problems)} problem(s) in {PATCHES_DIR}; fix the patches "
+            "(or 'make refresh' from build/sglang) and run this again"
         )
-        return 1
+        sys.exit("\n".join(f"error: {p}" for p in problems))
     print(
         f"==> {len(entries)} patches: series complete, DEP-3 headers well formed, "
         "each touches only what it describes",
