@@ -172,8 +172,7 @@ def main() -> int:
         "| # | patch | result |",
         "|---|---|---|",
     ]
-    for i, (name, status, detail) in enumerate(results, 1):
-        out.append(f"| {i} | `{name}` | {status} |")
+    out += [f"| {i} | `{r[0]}` | {r[1]} |" for i, r in enumerate(results, 1)]
     out.append(
         f"\nSummary: {', '.join(f'{s}: {n}' for s, n in counts.items() if n)}.\n"
     )
@@ -184,13 +183,8 @@ def main() -> int:
         )
     out.append("## Per patch\n")
     for i, (name, status, detail) in enumerate(results, 1):
-        one_line = detail and "\n" not in detail
-        out.append(
-            f"### {i}. {name}\n\n**{status}**" + (f": {detail}" if one_line else "")
-        )
-        if detail and not one_line:
-            out.append(f"\n{detail}")
-        out.append("")
+        sep = "\n\n" if "\n" in detail else ": "
+        out.append(f"### {i}. {name}\n\n**{status}**{sep + detail if detail else ''}\n")
     print("\n".join(out))
     return 1 if counts["conflicts"] else 0
 
