@@ -119,18 +119,7 @@ def test_apply_builds_pristine_tag_plus_one_commit_per_patch(first_apply):
 # --- 3: hash mismatch --------------------------------------------------------
 
 
-def test_wrong_sha256_in_lock_is_blamed_on_the_lock(project):
-    wrong_sha256(project)
-    result = make_apply(project)
-    assert_fails(result, "sha256", PIN_FILE)
-    # The cached file is intact: the lock is at fault, and deleting the cache would not help.
-    assert "upstream.lock is wrong" in last_line(result), output(result)
-    assert "delete" not in output(result)
-    assert (project / ".cache" / "pin" / PIN_FILE).exists()
-    assert_no_tree(project)
-
-
-def test_changed_lock_after_a_build_is_noticed(applied_copy):
+def test_a_changed_or_wrong_lock_after_a_build(applied_copy):
     tree = applied_copy / "build" / "sglang"
     before = head(tree)
     # A change that keeps the pin: the tree is built again, to the same result.
@@ -143,12 +132,15 @@ def test_changed_lock_after_a_build_is_noticed(applied_copy):
     assert git(tree, "rev-parse", "HEAD^{tree}") == git(
         tree, "rev-parse", f"{before}^{{tree}}"
     )
-    # A wrong pin: refused, and the existing tree is kept as it was.
+    # A wrong pin: blamed on the lock (the cached file is intact, deleting it would
+    # not help), and the existing tree is kept as it was.
     wrong_sha256(applied_copy)
     result = make_apply(applied_copy)
-    assert_fails(result, "upstream.lock is wrong")
-    assert "nothing to do" not in output(result)
-    assert porcelain(tree) == ""
+    assert_fails(result, "sha256", PIN_FILE)
+    assert "upstream.lock is wrong" in last_line(result), output(result)
+    assert "delete" not in output(result) and "nothing to do" not in output(result)
+    assert (applied_copy / ".cache" / "pin" / PIN_FILE).exists()
+    assert head(tree) == before and porcelain(tree) == ""
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
@@ -179,15 +171,20 @@ def test_broken_patch_fresh_leaves_no_tree(project):
     assert_no_tree(project)
 
 
-def test_broken_patch_keeps_existing_build_as_it_was(applied_copy):
+def test_broken_patch_keeps_existing_build_and_clone_as_they_were(
+    applied_copy, pristine_clone
+):
     tree = applied_copy / "build" / "sglang"
     before = head(tree)
-    files = tree_bytes(tree)
+    files, clone_files = tree_bytes(tree), tree_bytes(pristine_clone)
     good = (applied_copy / "patches" / THIRD).read_text()
     break_third_patch(applied_copy)
     result = make_apply(applied_copy)
     assert_fails(result, THIRD, "does not apply")
     assert tree_bytes(tree) == files  # .git included
+    result = run(["./apply.sh", str(pristine_clone)], cwd=applied_copy)
+    assert_fails(result, THIRD, "does not apply")
+    assert tree_bytes(pristine_clone) == clone_files
     assert head(tree) == before
     assert porcelain(tree) == ""
     assert [p.name for p in tree.parent.iterdir() if p.name != ".lock"] == ["sglang"]
@@ -196,14 +193,6 @@ def test_broken_patch_keeps_existing_build_as_it_was(applied_copy):
     again = make_apply(applied_copy)
     assert again.returncode == 0, output(again)
     assert "nothing to do" in output(again)
-
-
-def test_broken_patch_leaves_clone_untouched(applied_copy, pristine_clone):
-    break_third_patch(applied_copy)
-    before = tree_bytes(pristine_clone)
-    result = run(["./apply.sh", str(pristine_clone)], cwd=applied_copy)
-    assert_fails(result, THIRD, "does not apply")
-    assert tree_bytes(pristine_clone) == before
 
 
 # --- 5: dirty or already patched trees ---------------------------------------
@@ -343,27 +332,20 @@ def test_a_tree_without_registered_tests_is_refused(applied_copy, pristine_clone
 # --- 6: the pin cache: no network, interrupted and fresh downloads ----------------
 
 
-def test_offline_with_empty_cache_fails_clearly(project):
+def test_the_pin_is_downloaded_whole_or_not_at_all(project, tmp_path):
+    # Offline first: one clear line, nothing cached, no tree.
     cache = project / ".cache" / "pin"
-    whole = (cache / PIN_FILE).read_bytes()
-    (cache / PIN_FILE).unlink()
+    index = tmp_path / "index"  # the registry here: a directory holding the wheel
+    index.mkdir()
+    (cache / PIN_FILE).rename(index / PIN_FILE)
     # A private download directory an interrupted run left behind is no pin.
     (cache / ".download.abc123").mkdir()
-    (cache / ".download.abc123" / PIN_FILE).write_bytes(whole[: len(whole) // 3])
+    (cache / ".download.abc123" / PIN_FILE).write_bytes(b"a third of a wheel")
     result = make_apply(project)
     assert_fails(result, "could not download sglang==0.5.12", "registry")
-    assert not (cache / PIN_FILE).exists()
     # No partial download left behind, the old one removed (the lock file is no download).
     assert sorted(p.name for p in cache.iterdir()) == [".lock"]
     assert_no_tree(project)
-
-
-def test_a_fresh_download_becomes_the_pin(project, tmp_path):
-    # The registry here: a directory holding the release's wheel.
-    cache = project / ".cache" / "pin"
-    index = tmp_path / "index"
-    index.mkdir()
-    (cache / PIN_FILE).rename(index / PIN_FILE)
     result = run(["make", "apply"], project, env={"PIP_FIND_LINKS": str(index)})
     assert result.returncode == 0, result.stderr
     assert "(downloaded, sha256 verified)" in result.stderr
@@ -405,16 +387,6 @@ def test_ctrl_c_during_the_download_says_so(project, tmp_path):
     assert "no network" not in text
     assert [p.name for p in (project / ".cache" / "pin").iterdir()] in ([], [".lock"])
     assert_no_tree(project)
-
-
-def test_a_killed_apply_leaves_nothing_behind(applied_copy):
-    # What a SIGKILL during the build leaves: the scratch tree, 46 MB.
-    build = applied_copy / "build"
-    (build / ".sglang.new.abc123" / "sglang").mkdir(parents=True)
-    (build / ".sglang.new.abc123" / "sglang" / "big").write_bytes(b"x" * 1000)
-    result = make_apply(applied_copy)
-    assert result.returncode == 0, output(result)
-    assert not list(build.glob(".sglang.*"))
 
 
 def test_gpu_wheels_removes_what_a_killed_run_left(project):
@@ -473,7 +445,7 @@ def test_refresh_after_apply_is_deterministic_and_mirror_checks(applied_copy):
     assert_fails(stale, LORA_UTILS, "make refresh")
 
 
-def test_bytecode_from_running_tests_does_not_dirty_build(applied_copy):
+def test_bytecode_and_a_killed_build_leave_apply_a_no_op(applied_copy):
     # make test imports sglang from build/sglang; on a normal machine (no
     # PYTHONDONTWRITEBYTECODE) that writes __pycache__/ there. Bytecode is not a
     # local change: apply must stay a no-op and the mirror check must pass.
@@ -486,9 +458,12 @@ def test_bytecode_from_running_tests_does_not_dirty_build(applied_copy):
     )
     assert compiled.returncode == 0, output(compiled)
     assert list((tree / "python/sglang/srt/lora").glob("__pycache__/*.pyc"))
+    # And what a SIGKILL during a build leaves: its scratch tree (46 MB), removed.
+    (tree.parent / ".sglang.new.abc123" / "sglang").mkdir(parents=True)
     before = head(tree)
     again = make_apply(applied_copy)
     assert again.returncode == 0, output(again)
+    assert not list(tree.parent.glob(".sglang.*"))
     # A no-op that says so: nothing fetched, applied or committed again.
     assert "nothing to do" in output(again)
     assert "applied 0001" not in output(again) and "pin:" not in output(again)

@@ -19,6 +19,7 @@ from conftest import (
     PIN_TAG,
     PYTHON,
     ROOT,
+    assert_fails,
     clean_env,
     git,
     run,
@@ -225,26 +226,6 @@ def check_patches(project):
     return run(["python3", "tools/check_patches.py"], project)
 
 
-def test_check_patches_accepts_applied_upstream(project):
-    # DEP-3's Applied-Upstream: a version and where, as every patch may carry.
-    field = "Applied-Upstream: 0.5.13, https://github.com/sgl-project/sglang/pull/24160"
-    for patch in series(project):
-        text = re.sub(r"^Applied-Upstream:.*\n", "", patch.read_text(), flags=re.M)
-        patch.write_text(
-            re.sub(r"^(Last-Update: .*)$", rf"\1\n{field}", text, count=1, flags=re.M)
-        )
-        assert field in patch.read_text()
-    result = check_patches(project)
-    assert result.returncode == 0, result.stderr
-    last = series(project)[-1]
-    last.write_text(
-        last.read_text().replace(field, "Applied-Upstream: 0.5.13 and later")
-    )
-    result = check_patches(project)
-    assert result.returncode != 0
-    assert "Applied-Upstream '0.5.13 and later' is not" in result.stderr
-
-
 def test_check_patches_catches_each_kind_of_problem(project):
     patches = series(project)
     series_file = project / "patches" / "series"
@@ -277,6 +258,15 @@ def test_check_patches_catches_each_kind_of_problem(project):
     expect(f"patches/{last.name}: no Forwarded field")
     last.write_text(re.sub(r"^Origin: .*$", "Origin: somewhere", text, flags=re.M))
     expect("Origin 'somewhere' is not")
+    applied = "Applied-Upstream: 0.5.13, https://github.com/sgl-project/sglang/pull/1"
+    last.write_text(text.replace("Last-Update: ", f"{applied}\nLast-Update: ", 1))
+    assert check_patches(project).returncode == 0  # DEP-3's optional field
+    last.write_text(
+        text.replace(
+            "Last-Update: ", "Applied-Upstream: 0.5.13 and later\nLast-Update: ", 1
+        )
+    )
+    expect("Applied-Upstream '0.5.13 and later' is not")
     last.write_text(text)
 
     # A hunk in a file the description never mentions.
@@ -364,23 +354,27 @@ def test_tests_that_need_quilt_or_patch_are_skipped_without_them(project, tmp_pa
     )
 
 
-def test_python_root_series_refuses_a_mixed_patch(project):
-    patch = series(project)[0]
-    test_file = "test/registered/lora/test_extra.py"
-    patch.write_text(
-        patch.read_text()
-        + f"diff --git a/{test_file} b/{test_file}\nnew file mode 100644\n"
-        + f"--- /dev/null\n+++ b/{test_file}\n@@ -0,0 +1 @@\n+x = 1\n"
-    )
-    result = run(["tools/python_root_series.sh"], project)
-    assert result.returncode != 0
-    assert f"{patch.name} touches python/ and other paths" in result.stderr
-
-
 # make dist
 
 
-def test_dist_is_reproducible(project, tmp_path):
+def test_dist_is_reproducible_and_refuses_a_broken_series(project, tmp_path):
+    # A missing patch, or one a python/-rooted tree cannot take: no tarball.
+    series_file, first = project / "patches" / "series", series(project)[0]
+    good_series, good_patch = series_file.read_text(), first.read_text()
+    series_file.write_text(good_series + "0006-missing.patch\n")
+    assert_fails(run(["make", "dist"], project), "0006-missing.patch does not exist")
+    series_file.write_text(good_series)
+    test_file = "test/registered/lora/test_extra.py"
+    first.write_text(
+        good_patch
+        + f"diff --git a/{test_file} b/{test_file}\nnew file mode 100644\n"
+        + f"--- /dev/null\n+++ b/{test_file}\n@@ -0,0 +1 @@\n+x = 1\n"
+    )
+    mixed = run(["make", "dist"], project)
+    assert_fails(mixed, f"{first.name} touches python/ and other paths")
+    assert not (project / "build" / "dist").exists()
+    first.write_text(good_patch)
+
     out = run(["make", "dist"], project, check=True).stdout
     tarball = Path(re.search(r"^(/\S+\.tar\.gz)$", out, re.M)[1])
     assert tarball.parent == project / "build" / "dist"  # build/ only
@@ -421,15 +415,6 @@ def test_dist_is_reproducible(project, tmp_path):
     files = [m for m in members if m.isfile() and not m.name.endswith("/SHA256SUMS")]
     assert check.stdout.count(": OK") == len(files)
     assert "patch -p2" in (tmp_path / "x" / top / "README").read_text()
-
-
-def test_dist_refuses_a_broken_series(project):
-    series_file = project / "patches" / "series"
-    series_file.write_text(series_file.read_text() + "0006-missing.patch\n")
-    result = run(["make", "dist"], project)
-    assert result.returncode != 0
-    assert "0006-missing.patch does not exist" in result.stderr
-    assert not list((project / "build" / "dist").glob("*.tar.gz"))
 
 
 # make rebase (offline: synthetic newer trees)
