@@ -16,11 +16,7 @@ git -C "$SGLANG_DIR" rev-parse --verify --quiet "$PIN_TAG^{commit}" >/dev/null |
 	die "$SGLANG_DIR has no tag $PIN_TAG: the pristine code the benchmarks compare with"
 export PYTHONPATH=$SGLANG_DIR/python${PYTHONPATH:+:$PYTHONPATH}
 
-smoke=false
-for arg in "$@"; do
-	[[ $arg == --smoke ]] && smoke=true
-done
-if ! $smoke; then
+if [[ " $* " != *" --smoke "* ]]; then
 	"$python" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' ||
 		die "no CUDA GPU visible to $python: these benchmarks time GPU kernels (tools/run_bench.sh --smoke checks them on the CPU)"
 	# Compiled kernels, not the interpreter, whatever the caller's environment says.
