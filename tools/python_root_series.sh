@@ -13,11 +13,9 @@ for patch in "${SERIES[@]}"; do
 	name=$(basename "$patch")
 	touched=$(sed -n 's|^diff --git a/\([^ ]*\) b/.*|\1|p' "$patch")
 	[[ -n $touched ]] || die "$name has no 'diff --git a/... b/...' lines; regenerate it with 'make refresh'"
-	inside=$(grep -c '^python/' <<<"$touched" || true)
-	outside=$(grep -vc '^python/' <<<"$touched" || true)
-	if [[ $outside -eq 0 ]]; then
+	if ! grep -qv '^python/' <<<"$touched"; then
 		echo "$name -p2"
-	elif [[ $inside -eq 0 ]]; then
+	elif ! grep -q '^python/' <<<"$touched"; then
 		echo "# $name -p2   (not for this layout: touches only $(tr '\n' ' ' <<<"$touched" | sed 's/ $//'))"
 	else
 		die "$name touches python/ and other paths, so a python/-rooted tree cannot take it; split it into one patch for python/ and one for the rest"
