@@ -10,9 +10,8 @@ source "$(dirname "$0")/tools/lib.sh"
 [[ $# -le 1 || "$*" == "--unapply --force" ]] || die "usage: $0 [SGLANG_DIR | --unapply [--force]]"
 version=$(lock_value version)
 force=false
-# Removed on any exit: the scratch index (a clone) or the tree being built and the
-# one it replaces (build/). A run killed outright leaves .sglang.new.*: the next
-# run removes them (it holds the lock, so no other run owns them).
+# Removed on any exit: the scratch index (a clone), or the tree being built and the one
+# it replaces (build/.sglang.new.*, which the next run removes if this one is killed).
 tmp=
 trap '[[ -z $tmp ]] || rm -rf "$tmp"' EXIT
 
@@ -20,9 +19,8 @@ report() {
 	for patch in "${SERIES[@]}"; do note "applied $(basename "$patch")"; done
 }
 
-# apply_clone DIR: the series into the working tree of the clone DIR with git apply
-# (the whole series or none of it). It is first tried on a scratch index and object
-# directory, which name the patch at fault and write nothing into DIR's .git.
+# apply_clone DIR: the whole series or none of it into the clone DIR's working tree, tried
+# first on a scratch index and object directory (nothing is written into DIR's .git).
 apply_clone() {
 	local dir top objects failed='' err='' patch reversed
 	[[ -d $1 ]] || die "SGLANG_DIR $1 does not exist; pass the root of an sglang clone"
@@ -37,8 +35,7 @@ apply_clone() {
 		GIT_INDEX_FILE=$tmp/index GIT_OBJECT_DIRECTORY=$tmp/objects \
 			GIT_ALTERNATE_OBJECT_DIRECTORIES=$objects git -C "$dir" "$@"
 	}
-	# series_on_head: the scratch index becomes HEAD plus the series; false (with
-	# failed and err set) at the first patch that does not fit.
+	# series_on_head: scratch index = HEAD + series; false, failed and err set, on a misfit.
 	series_on_head() {
 		scratch_git read-tree HEAD
 		for patch in "${SERIES[@]}"; do
@@ -96,8 +93,7 @@ unapply() {
 	note "$PIN_TREE is the pristine pin again ($PIN_TAG)"
 }
 
-# apply_pin: build/sglang, the pristine pin plus one commit per patch, built in a
-# scratch tree that replaces it only once the whole series is in.
+# apply_pin: build/sglang = the pin + one commit per patch, swapped in once all applied.
 apply_pin() {
 	local digest pin err failed
 	rm -rf "$BUILD_DIR"/.sglang.new.*

@@ -45,9 +45,8 @@ copy_tree() {
 	(cd "$1" && find . -mindepth 1 -maxdepth 1 -not -name .git -exec cp -a {} "$2/" \;)
 }
 
-# check_layout NAME PRISTINE EXPECTED STRIP SERIES_FILE PATCH...: on copies of
-# PRISTINE, patch -pSTRIP -F0 applies every PATCH exactly, with no backup or
-# reject file, and quilt push -a (SERIES_FILE) too, both giving EXPECTED; then
+# check_layout NAME PRISTINE EXPECTED STRIP SERIES_FILE PATCH...: on copies of PRISTINE,
+# patch -pSTRIP -F0 and quilt push -a apply every PATCH exactly, giving EXPECTED; then
 # quilt pop -a gives PRISTINE back byte for byte.
 check_layout() {
 	local name=$1 pristine=$2 expected=$3 strip=$4 series=$5 patch out stray
@@ -92,14 +91,12 @@ names=$(PATCHES_DIR=$work/python-root series_patches)
 mapfile -t python_root <<<"$names"
 python_root=("${python_root[@]/#/$PATCHES_DIR/}")
 
-# The reference: what git makes of the series (as 'make apply' does); GIT_DIR
-# keeps git from picking up a repository around $work.
+# The reference: what git makes of the series; GIT_DIR keeps any repository around out.
 copy_tree "$work/pristine" "$work/git"
 for patch in "${SERIES[@]}"; do
 	(cd "$work/git" && GIT_DIR=$work/pristine/.git GIT_WORK_TREE=$work/git git apply "$patch") || die "git apply $(basename "$patch") failed on the pristine pin; run tools/check_series.sh for details"
 done
 
-# Upstream's layout (-p1, patches/series), and the python/-rooted one of the
-# published package (-p2, the series that leaves out the test/ patches).
+# Upstream's layout (-p1), and the published package's python/-rooted one (-p2).
 check_layout upstream-root "$work/pristine" "$work/git" 1 series "${SERIES[@]}"
 check_layout python-root "$work/pristine/python" "$work/git/python" 2 "$work/python-root/series" "${python_root[@]}"

@@ -42,16 +42,14 @@ lock_value() {
 	echo "$value"
 }
 
-# series_patches: print the patch file names of patches/series in order
-# (quilt format: one name per line, '#' comments, optional -pN after the name).
+# series_patches: the patch names of patches/series in order (quilt format, -pN dropped).
 series_patches() {
 	local series=$PATCHES_DIR/series
 	[[ -f $series ]] || die "series file $series not found"
 	sed -e 's/#.*//' -e 's/[[:space:]]\{1,\}-p[0-9]*//' -e 's/[[:space:]]*$//' "$series" | grep -v '^$' || true
 }
 
-# load_series: set the array SERIES to the paths of the patches of patches/series;
-# stops on a missing patch file or an empty series.
+# load_series: SERIES=(the patches of patches/series); stops on a missing or no patch.
 # shellcheck disable=SC2034 # SERIES is read by the scripts that source this file
 load_series() {
 	local names name
@@ -64,8 +62,7 @@ load_series() {
 	done <<<"$names"
 }
 
-# build_digest: a hash of the pin file, the series and every patch: what build/sglang
-# was made from. A change to any of them makes 'make apply' build it again.
+# build_digest: a hash of what build/sglang is made from (upstream.lock, the series).
 build_digest() {
 	load_series
 	cat "$LOCK_FILE" "$PATCHES_DIR/series" "${SERIES[@]}" | sha256sum | cut -d' ' -f1
@@ -76,11 +73,9 @@ is_clean() {
 	[[ -z $(git -C "$1" status --porcelain --untracked-files=normal) ]]
 }
 
-# download_sglang VERSION CACHE HINT: download sglang==VERSION's wheel, for the pin's
-# Python and platform, into DOWNLOAD: a new private directory in CACHE, removed when
-# the script exits. The caller moves the wheel into place once it is complete, so no
-# half download is ever cached. A release the registry lacks, no network or Ctrl-C
-# stops it with one line (ending in HINT, the way out).
+# download_sglang VERSION CACHE HINT: sglang==VERSION's wheel (the pin's Python and
+# platform) into DOWNLOAD, a private directory in CACHE removed on exit: the caller moves
+# it into place, so no half download is cached. A failure is one line ending in HINT.
 download_sglang() {
 	local version=$1 python_version platform newest
 	python_version=$(lock_value python_version)
@@ -161,9 +156,8 @@ _fetch_pin() {
 	echo "$pin"
 }
 
-# unpack_wheel WHEEL DEST [TAG]: WHEEL's sglang/ package as a new git repository DEST
-# laid out like upstream's (python/sglang/...), the release its first commit, tagged
-# TAG (the pin's tag by default). Fixed identity and date: every patch is reproducible.
+# unpack_wheel WHEEL DEST [TAG]: WHEEL's sglang/ as a git repository DEST laid out like
+# upstream's (python/sglang/...), one commit tagged TAG (default the pin's), fixed date.
 unpack_wheel() {
 	local wheel=$1 dest=$2
 	[[ ! -e $dest ]] || die "$dest already exists"
