@@ -213,9 +213,7 @@ def test_dirty_clone_is_refused_and_untouched(applied, pristine_clone, change):
     assert tree_bytes(pristine_clone) == files
 
 
-def test_clean_clone_gets_the_series_and_a_second_run_does_nothing(
-    applied, pristine_clone
-):
+def test_clean_clone_gets_the_series_and_later_runs_do_nothing(applied, pristine_clone):
     before = head(pristine_clone)
     result = make_apply(applied, sglang_dir=pristine_clone)
     assert result.returncode == 0, output(result)
@@ -239,17 +237,14 @@ def test_clean_clone_gets_the_series_and_a_second_run_does_nothing(
     assert "uncommitted" not in output(again)
     assert git(pristine_clone, "diff") == diff
     assert tree_bytes(pristine_clone) == files
-
-
-def test_clone_with_committed_series_does_nothing(applied, tmp_path):
-    clone = tmp_path / "patched"
-    tree = applied / "build" / "sglang"
-    run(["git", "clone", "-q", str(tree), str(clone)], cwd=tmp_path, check=True)
-    files = tree_bytes(clone)
-    result = make_apply(applied, sglang_dir=clone)
-    assert result.returncode == 0, output(result)
-    assert "already has the series committed; nothing to do" in output(result)
-    assert tree_bytes(clone) == files
+    # Committed, it is recognised too.
+    git(pristine_clone, "add", "--all")
+    git(pristine_clone, "commit", "-q", "-m", "the series")
+    files = tree_bytes(pristine_clone)
+    again = make_apply(applied, sglang_dir=pristine_clone)
+    assert again.returncode == 0, output(again)
+    assert "already has the series committed; nothing to do" in output(again)
+    assert tree_bytes(pristine_clone) == files
 
 
 def test_anything_but_a_clones_root_is_refused(applied, pristine_clone, tmp_path):
@@ -293,17 +288,14 @@ def test_the_callers_environment_and_makeflags_never_name_a_target(
     assert tree_bytes(pristine_clone) == files
 
 
-def test_running_the_tests_on_a_clone_leaves_it_byte_for_byte(
+def test_the_tests_on_a_clone_leave_it_as_it_was_and_need_registered_tests(
     applied_copy, patched_clone
 ):
     # make test SGLANG_DIR=clone imports sglang from the clone: no bytecode, no
     # cache may land there. Collecting imports every test module, as a run does.
     files = tree_bytes(patched_clone)
-    result = run(
-        ["tools/run_tests.sh", "--collect-only", "-q"],
-        cwd=applied_copy,
-        env={"SGLANG_DIR": str(patched_clone), "VENV": str(Path(PYTHON).parents[1])},
-    )
+    env = {"SGLANG_DIR": str(patched_clone), "VENV": str(Path(PYTHON).parents[1])}
+    result = run(["tools/run_tests.sh", "--collect-only", "-q"], applied_copy, env=env)
     assert result.returncode == 0, output(result)
     # The mode line comes before the tests (README: "the line ==> mode: ...").
     mode = result.stderr.index("==> mode: CPU, no GPU visible")
@@ -315,18 +307,15 @@ def test_running_the_tests_on_a_clone_leaves_it_byte_for_byte(
     ]
     assert "tests/sglang/" in result.stdout
     assert tree_bytes(patched_clone) == files
-
-
-def test_a_tree_without_registered_tests_is_refused(applied_copy, pristine_clone):
-    # A test file that upstream CI would not run: no register_cuda_ci call.
-    (pristine_clone / "test" / "registered").mkdir(parents=True)
-    (pristine_clone / "test" / "registered" / "test_plain.py").write_text(
+    # A test file that upstream CI would not run (no register_cuda_ci call) is no test.
+    git(patched_clone, "checkout", "-q", ".")
+    git(patched_clone, "clean", "-qfd")
+    (patched_clone / "test" / "registered").mkdir(parents=True)
+    (patched_clone / "test" / "registered" / "test_plain.py").write_text(
         "def test_x():\n    pass\n\n\nif __name__ == '__main__':\n    test_x()\n"
     )
-    venv = str(Path(PYTHON).parents[1])
-    env = {"SGLANG_DIR": str(pristine_clone), "VENV": venv}
     result = run(["tools/run_tests.sh"], cwd=applied_copy, env=env)
-    assert_fails(result, f"found no registered tests in {pristine_clone}/test")
+    assert_fails(result, f"found no registered tests in {patched_clone}/test")
 
 
 # --- 6: the pin cache: no network, interrupted and fresh downloads ----------------
