@@ -1,8 +1,6 @@
-"""Tests of `make apply` and the tooling around it (issues 2 and 8).
-
-Every failure path must stop with a message naming the cause and leave no
-half-patched tree; every success path must leave a clean, reproducible tree.
-All runs go through `run` from conftest, which blocks the package registry.
+"""Tests of `make apply` and the tooling around it: every failure path stops with a
+message naming the cause and leaves no half-patched tree; every success path leaves a
+clean, reproducible tree.
 """
 
 import hashlib

@@ -1,9 +1,5 @@
-"""The upstream and downstream workflows, run as a new user would, failure paths
-included: make pr, check_patches, the distro tools (patch -p1 -F0, quilt, -p2),
-make dist and make rebase (offline, on synthetic newer trees).
-
-Every test works on a private copy of the project and needs no network. Tests
-that need quilt or patch are marked so (`make check`).
+"""The upstream and downstream workflows, failure paths included, as a new user
+runs them, offline, each on a private copy of the project (quilt or patch: `needs`).
 """
 
 import base64
@@ -623,7 +619,7 @@ def test_docs_hold_project_facts_only(project):
 
 
 def test_the_kernel_wheel_is_trimmed_to_what_the_lora_and_moe_paths_load(tmp_path):
-    info = "sglang_kernel-0.4.2.post2.dist-info"
+    info, new_info = (f"sglang_kernel-0.4.2.post2{v}.dist-info" for v in ("", "+sm90"))
     kept = [
         "sgl_kernel/__init__.py",
         "sgl_kernel/load_utils.py",
@@ -643,38 +639,32 @@ def test_the_kernel_wheel_is_trimmed_to_what_the_lora_and_moe_paths_load(tmp_pat
         for name in kept + dropped:
             whl.writestr(name, f"{name}\n")
         whl.writestr(f"{info}/METADATA", "Name: sglang-kernel\nVersion: 0.4.2.post2\n")
-    trim = [PYTHON, str(ROOT / "tools" / "wheelhouse.py"), "trim", str(src)]
-    out = tmp_path / "out"
-    out.mkdir()
-    result = run([*trim, str(out), "sm90"], tmp_path, check=True)
     name = "sglang_kernel-0.4.2.post2+sm90-cp310-abi3-manylinux2014_x86_64.whl"
-    assert result.stdout.strip() == name
-    new_info = "sglang_kernel-0.4.2.post2+sm90.dist-info"
-    with zipfile.ZipFile(out / name) as whl:
+
+    def trim(out: Path):
+        out.mkdir()
+        trim = [PYTHON, str(ROOT / "tools" / "wheelhouse.py"), "trim", str(src)]
+        return run([*trim, str(out), "sm90"], tmp_path)
+
+    assert trim(tmp_path / "out").stdout.strip() == name
+    with zipfile.ZipFile(tmp_path / "out" / name) as whl:
         assert whl.namelist() == kept + [f"{new_info}/METADATA", f"{new_info}/RECORD"]
-        assert (
-            "Version: 0.4.2.post2+sm90\n" in whl.read(f"{new_info}/METADATA").decode()
-        )
-        record = whl.read(f"{new_info}/RECORD").decode().splitlines()
-        for line in record[:-1]:
-            path, digest, size = line.split(",")
+        metadata = whl.read(f"{new_info}/METADATA").decode()
+        assert "Version: 0.4.2.post2+sm90\n" in metadata
+        *record, last = whl.read(f"{new_info}/RECORD").decode().splitlines()
+        assert last == f"{new_info}/RECORD,,"
+        for path, digest, size in (line.split(",") for line in record):
             data = whl.read(path)
             b64 = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
             assert (digest, int(size)) == (f"sha256={b64.decode()}", len(data))
-        assert record[-1] == f"{new_info}/RECORD,,"
     # The same input gives the same bytes.
-    again = tmp_path / "again"
-    again.mkdir()
-    run([*trim, str(again), "sm90"], tmp_path, check=True)
-    assert (again / name).read_bytes() == (out / name).read_bytes()
+    trim(tmp_path / "again")
+    first, second = ((tmp_path / d / name).read_bytes() for d in ("out", "again"))
+    assert first == second
 
     # A wheel without the SM90 library would be unusable: refused, nothing written.
     with zipfile.ZipFile(src, "w") as whl:
         whl.writestr("sgl_kernel/__init__.py", "")
-    (out / name).unlink()
-    result = run([*trim, str(out), "sm90"], tmp_path)
-    assert result.returncode != 0
-    assert (
-        "has no sgl_kernel/load_utils.py; the trim would be unusable" in result.stderr
-    )
-    assert list(out.iterdir()) == []
+    result = trim(tmp_path / "refused")
+    assert_fails(result, "has no sgl_kernel/load_utils.py; the trim would be unusable")
+    assert list((tmp_path / "refused").iterdir()) == []
