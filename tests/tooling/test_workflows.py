@@ -35,6 +35,9 @@ SECTIONS = [
 DEP3_TRAILER = re.compile(r"^(Origin|Forwarded|Last-Update):", re.M)
 TOOL_DIRS = ("build", ".cache")
 ROW_RE = re.compile(r"^\| (\d+) \| `(\S+)` \| (.*) \|$", re.M)
+HUNK_RE = re.compile(
+    r"^@@ -(\d+)(?:,\d+)? \+\d+(?:,\d+)? @@.*\n((?:[ +\\-].*\n?)*)", re.M
+)
 
 
 def status(clone: Path) -> tuple[str, str, str]:
@@ -46,37 +49,20 @@ def status(clone: Path) -> tuple[str, str, str]:
     )
 
 
-def hunks(patch: Path):
-    """(path, old start line, body lines) of each hunk on an existing file."""
-    out = []
-    for block in re.split(r"(?m)^diff --git ", patch.read_text())[1:]:
-        old = re.search(r"^--- a/(\S+)", block, re.M)
-        if not old:
-            continue  # a new file
-        for h in re.finditer(
-            r"^@@ -(\d+)(?:,\d+)? \+\d+(?:,\d+)? @@.*\n((?:[ +\\-].*\n?)*)", block, re.M
-        ):
-            out.append((old[1], int(h[1]), h[2].splitlines()))
-    return out
-
-
 def editable_hunk(patches):
     """The first hunk that removes a line after 3 lines of context, in a file no
-    earlier patch touches (so its line numbers are the pristine file's), and the
-    pristine line number of its first removed line."""
+    earlier patch touches (so its line numbers are the pristine file's): its patch,
+    path, start, lines and the pristine line number of its first removed line."""
     seen = set()
     for patch in patches:
-        for path, start, lines in hunks(patch):
-            lead = lines[:3]
-            if (
-                path not in seen
-                and len(lead) == 3
-                and all(x.startswith(" ") for x in lead)
-                and any(x.startswith("-") for x in lines)
-            ):
-                removed = next(i for i, x in enumerate(lines) if x.startswith("-"))
-                old_line = start + sum(1 for x in lines[:removed] if x[:1] != "+")
-                return patch, path, start, lines, old_line
+        for block in re.split(r"(?m)^diff --git ", patch.read_text())[1:]:
+            path = re.search(r"^--- a/(\S+)", block, re.M)  # None: a new file
+            for h in HUNK_RE.finditer(block) if path and path[1] not in seen else []:
+                lines = h[2].splitlines()
+                removed = next((i for i, x in enumerate(lines) if x[:1] == "-"), 0)
+                if removed >= 3 and all(x[:1] == " " for x in lines[:3]):
+                    old_line = int(h[1]) + sum(x[:1] != "+" for x in lines[:removed])
+                    return patch, path[1], int(h[1]), lines, old_line
         seen |= touched(patch)
     pytest.skip("no patch has a hunk to edit")
 
