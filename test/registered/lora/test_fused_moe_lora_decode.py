@@ -277,29 +277,32 @@ class TestDecodeHooks(CustomTestCase):
                     torch.testing.assert_close(got, want, atol=2e-2, rtol=1e-2)
 
     def test_path_selection(self):
-        """Decode path up to _DECODE_MAX_PAIRS pairs; never under virtual experts
-        or a fully sharded LoRA across ranks."""
+        """Decode path up to _DECODE_MAX_PAIRS pairs, fewer past hidden 4096;
+        never under virtual experts or a fully sharded LoRA across ranks."""
         cases = [
-            ({}, 64, "fused_moe_lora_decode"),
-            ({}, 0, "fused_moe_lora"),
+            ({}, 64, 32, "fused_moe_lora_decode"),
+            ({}, 0, 32, "fused_moe_lora"),
+            ({}, 4, 4096, "fused_moe_lora_decode"),  # 4 pairs
+            ({}, 4, 4097, "fused_moe_lora"),
             (
                 {"lora_use_virtual_experts": True},
                 64,
+                32,
                 "merged_experts_fused_moe_lora_add",
             ),
-            ({"fully_sharded": True, "tp_size": 2}, 64, "fused_moe_lora"),
+            ({"fully_sharded": True, "tp_size": 2}, 64, 32, "fused_moe_lora"),
         ]
         names = [
             "fused_moe_lora",
             "fused_moe_lora_decode",
             "merged_experts_fused_moe_lora_add",
         ]
-        for fields, max_pairs, expected in cases:
-            with self.subTest(fields=fields, max_pairs=max_pairs):
-                info = self._lora_info(2, 2, 16, 32, 16, 8, False)
+        for fields, max_pairs, hidden, expected in cases:
+            with self.subTest(fields=fields, max_pairs=max_pairs, hidden=hidden):
+                info = self._lora_info(2, 2, 16, hidden, 16, 8, False)
                 for key, value in fields.items():
                     setattr(info, key, value)
-                args = self._inputs(2, 2, 16, 32, 16)
+                args = self._inputs(2, 2, 16, hidden, 16)
                 with mock.patch.object(
                     lora_moe_runners, "_DECODE_MAX_PAIRS", max_pairs
                 ), mock.patch.multiple(

@@ -63,7 +63,9 @@ def _get_moe_lora_block_config(max_lora_rank: int) -> dict:
 _SPARSITY_FACTOR = 8
 
 # Up to this many (token, expert) pairs, fused_moe_lora_decode (one program per
-# pair and output block) beats sorting the pairs into 64-row expert tiles.
+# pair and output block) beats sorting the pairs into 64-row expert tiles. Each
+# program reads its pair's whole LoRA A row block, so past hidden size 4096 the
+# limit shrinks in proportion (hidden 7168 crosses over at 256-512 pairs).
 _DECODE_MAX_PAIRS = 512
 
 
@@ -571,7 +573,8 @@ def build_lora_hooks(
     # A fully sharded shrink is reduced across ranks between the two kernels;
     # virtual experts keep their kernel (its results differ beyond rounding).
     decode = (
-        topk_ids.numel() <= _DECODE_MAX_PAIRS
+        topk_ids.numel() * max(hidden_states.shape[1], 4096)
+        <= _DECODE_MAX_PAIRS * 4096
         and not lora_info.lora_use_virtual_experts
         and not (lora_info.fully_sharded and lora_info.tp_size > 1)
     )
