@@ -97,10 +97,7 @@ def try_patch(patch, path: Path, target: Path, scratch: Path) -> tuple[str, str]
         return "already upstream (reverse-applies)", "its exact change is there"
     same, evidence = equivalent_change(patch, target)
     if same:
-        return (
-            "already upstream (equivalent change present)",
-            f"equivalent change present: {', '.join(evidence)}",
-        )
+        return "already upstream (equivalent change present)", ", ".join(evidence)
     dry = patch_cmd(scratch, path, "--dry-run")
     if dry.returncode == 0:
         patch_cmd(scratch, path)

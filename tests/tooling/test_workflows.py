@@ -453,7 +453,7 @@ def test_rebase_reports_each_kind_of_result(project, pristine, tmp_path):
     assert rows[0][2] == "already upstream (equivalent change present)"
     assert dict((r[1], r[2]) for r in rows)[patch.name] == "conflicts"
     assert re.search(
-        r"equivalent change present: `MoELoRABatchInfo` in python/", result.stdout
+        r"present\)\*\*: `MoELoRABatchInfo` in python/", result.stdout
     )
     assert re.search(rf"{re.escape(Path(path).name)}: Hunk #\d+ FAILED", result.stdout)
     assert "```diff" in result.stdout
