@@ -8,11 +8,11 @@ that each walk the whole input dimension in 256-wide steps: at bs 1 and rank 32
 that is 6 programs for q/k/v (K 2048) and 2 for o (K 4096), bound by one SM's
 memory latency, not by the card.
 
-Not in the series: the decode kernel sums each output in another order than
-the tensor-core chain (every BLOCK_K and warp choice of the tiled kernel gives
-its exact bits, the decode kernel differs in about 0.1-0.4% of outputs by a
-bf16 rounding step), and in sglang's engine that changed greedy tokens
-against the pin (docs/e2e.md). It is kept here as the measured headroom.
+Not in the series: in sglang's engine its bs-1 gain stayed inside the
+run-to-run spread (docs/e2e.md). It sums each output in another order than the
+tensor-core chain (every BLOCK_K and warp choice of the tiled kernel gives its
+exact bits, the decode kernel differs in about 0.1-0.4% of outputs by a bf16
+rounding step). It is kept here as the measured headroom.
 
 Variants, per (shape, tokens):
   pre            sgemm_lora_a_fwd as the tree has it (sglang 0.5.12's launch:
