@@ -1,5 +1,5 @@
-"""The per-batch MoE LoRA metadata kernel: ours vs upstream sglang 0.5.13 vs an
-empty Triton kernel, side by side in one process on one card.
+"""The per-batch MoE LoRA metadata kernel: ours vs upstream sglang 0.5.13 vs the
+launch and load floors, side by side in one process on one card.
 
 Variants, per batch, all writing preallocated outputs:
   ours      _compute_moe_lora_info of the patched tree (one launch)
@@ -11,6 +11,8 @@ Variants, per batch, all writing preallocated outputs:
             from the release wheel that `make rebase UPSTREAM=0.5.13` caches
             (.cache/upstream/0.5.13/), extracted to build/ and imported as is
   empty     an empty Triton kernel with one argument: the launch floor
+  load+store  one Triton kernel storing one loaded int: the floor of any
+            kernel that reads seg_indptr before it writes
 Batches: 8 adapters of ranks [0, 8, 16, 32, 64, 16, 0, 32]; request i on
 adapter (i + 1) % 8.
 
@@ -38,6 +40,7 @@ if "--smoke" in sys.argv[1:]:
 
 import torch
 import triton
+import triton.language as tl
 import triton.testing
 from common import (
     ADAPTER_RANKS,
@@ -62,6 +65,11 @@ from torch.utils.benchmark import Timer
 from sglang.srt.lora.backend.base_backend import _compute_moe_lora_info
 
 UPSTREAM_FILE = "sglang/srt/lora/backend/base_backend.py"
+
+
+@triton.jit
+def _load_store_kernel(src_ptr, dst_ptr):
+    tl.store(dst_ptr, tl.load(src_ptr))
 
 
 def load_upstream(version: str):
@@ -145,6 +153,7 @@ def main():
             "ours": lambda: _compute_moe_lora_info(*call_args),
             "upstream": lambda: upstream._compute_moe_lora_info(*call_args),
             "empty": lambda: launch_empty_kernel(empty_buf),
+            "load+store": lambda: _load_store_kernel[(1,)](call_args[1], empty_buf),
         }
         expected = reference(workload.seq_lens, loras)
         for name in ("ours", "upstream"):
@@ -205,9 +214,11 @@ def main():
     print_table(
         f"GPU µs per batch, median [min-max] over {args.rounds} rounds x 10 "
         f"replays of a CUDA graph of many calls ({record['device']})",
-        ["workload", "ours", "upstream", "empty", "upstream/ours", "ours/empty"],
+        ["workload", "ours", "upstream", "empty", "load+store"]
+        + ["upstream/ours", "ours/empty"],
         [
-            [r["workload"], gpu(r, "ours"), gpu(r, "upstream"), gpu(r, "empty")]
+            [r["workload"]]
+            + [gpu(r, n) for n in ("ours", "upstream", "empty", "load+store")]
             + [
                 f"{med(r, 'gpu_us', 'upstream') / med(r, 'gpu_us', 'ours'):.2f}x",
                 f"{med(r, 'gpu_us', 'ours') / med(r, 'gpu_us', 'empty'):.2f}x",
