@@ -452,9 +452,7 @@ def test_rebase_reports_each_kind_of_result(project, pristine, tmp_path):
     rows = ROW_RE.findall(result.stdout)
     assert rows[0][2] == "already upstream (equivalent change present)"
     assert dict((r[1], r[2]) for r in rows)[patch.name] == "conflicts"
-    assert re.search(
-        r"present\)\*\*: `MoELoRABatchInfo` in python/", result.stdout
-    )
+    assert re.search(r"present\)\*\*: `MoELoRABatchInfo` in python/", result.stdout)
     assert re.search(rf"{re.escape(Path(path).name)}: Hunk #\d+ FAILED", result.stdout)
     assert "```diff" in result.stdout
     added = next(x for x in lines if x.startswith("+") and x[1:].strip())

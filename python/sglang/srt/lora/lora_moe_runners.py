@@ -573,8 +573,7 @@ def build_lora_hooks(
     # A fully sharded shrink is reduced across ranks between the two kernels;
     # virtual experts keep their kernel (its results differ beyond rounding).
     decode = (
-        topk_ids.numel() * max(hidden_states.shape[1], 4096)
-        <= _DECODE_MAX_PAIRS * 4096
+        topk_ids.numel() * max(hidden_states.shape[1], 4096) <= _DECODE_MAX_PAIRS * 4096
         and not lora_info.lora_use_virtual_experts
         and not (lora_info.fully_sharded and lora_info.tp_size > 1)
     )
