@@ -1,33 +1,29 @@
-"""sglang's LoRA A (shrink) kernel at decode: the default launch against other
-tile choices of the same kernel and a decode kernel over (token, column block)
-programs, side by side in one run.
+"""sglang's LoRA A (shrink) at decode: 0.5.12's tiled kernel against the
+tree's sgemm_lora_a_fwd (patch 0009's decode kernel up to 32 tokens) and other
+tile and block choices of both kernels, side by side in one run.
 
 At decode the Triton backend merges a batch's tokens by adapter, so
 `_sgemm_lora_a_kernel` runs cdiv(tokens, 16) x cdiv(stack * rank, 16) programs
 that each walk the whole input dimension in 256-wide steps: at bs 1 and rank 32
 that is 6 programs for q/k/v (K 2048) and 2 for o (K 4096), bound by one SM's
-memory latency, not by the card.
-
-Not in the series: in sglang's engine its bs-1 gain stayed inside the
-run-to-run spread (docs/e2e.md). It sums each output in another order than the
-tensor-core chain (every BLOCK_K and warp choice of the tiled kernel gives its
-exact bits, the decode kernel differs in about 0.1-0.4% of outputs by a bf16
-rounding step). It is kept here as the measured headroom.
+memory latency, not by the card. The decode kernel sums each output in another
+order than the tensor-core chain (every BLOCK_K and warp choice of the tiled
+kernel gives its exact bits), so about 0.1-0.4% of its outputs are one bf16
+rounding step apart.
 
 Variants, per (shape, tokens):
-  pre            sgemm_lora_a_fwd as the tree has it (sglang 0.5.12's launch:
-                 BLOCK_K 256, Triton's default 4 warps and 3 stages)
+  pre            _sgemm_lora_a_kernel with sglang 0.5.12's launch (BLOCK_K 256,
+                 Triton's default 4 warps and 3 stages)
+  ours           sgemm_lora_a_fwd as the tree has it
   kK wW sS       _sgemm_lora_a_kernel with BLOCK_K=K, num_warps=W, num_stages=S
-  decode         the decode kernel below with its rule: BLOCK_N 2 on 8 warps
-                 up to 8 tokens, else BLOCK_N 4 on 4 warps
-  dec nN wW      the decode kernel with BLOCK_N=N on W warps
+  dec nN wW      _sgemm_lora_a_decode_kernel with BLOCK_N=N on W warps
 Every variant's output is compared with pre's (share of bitwise-equal
 outputs) and with an fp32 torch reference before timing.
 GPU time: triton.testing.do_bench_cudagraph, per call; median of --rounds
 interleaved rounds.
 
 Run (GPU):   PYTHONPATH=build/sglang/python python bench/bench_lora_a_decode.py
-Smoke (CPU): ... --smoke   checks the variants only (tiny shapes).
+Smoke (CPU): ... --smoke   checks the decode variants only (tiny shapes).
 """
 
 import argparse
@@ -40,75 +36,15 @@ if "--smoke" in sys.argv[1:]:
 
 import torch
 import triton
-import triton.language as tl
 import triton.testing
 from common import print_table, require_device
 
 from sglang.srt.lora.triton_ops.sgemm_lora_a import (
+    _sgemm_lora_a_decode_kernel,
     _sgemm_lora_a_kernel,
     sgemm_lora_a_fwd,
 )
 from sglang.srt.lora.utils import LoRABatchInfo
-
-
-@triton.jit
-def _decode_kernel(
-    x,
-    weights,
-    output,
-    N,  # stack_num * r
-    K,  # input_dim
-    stack_num,
-    x_stride_0,
-    x_stride_1,
-    w_stride_0,
-    w_stride_1,
-    w_stride_2,
-    output_stride_0,
-    output_stride_1,
-    seg_indptr,
-    weight_indices,
-    lora_ranks,
-    sorted_token_ids,
-    num_segments,
-    SORTED_BY_ADAPTER: tl.constexpr,
-    BLOCK_SEG: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-):
-    """_sgemm_lora_a_kernel for a few tokens: one program per (BLOCK_N output
-    columns, token) loads its whole row of K at once, instead of a few programs
-    walking K in serial steps bound by memory latency."""
-    pid_n = tl.program_id(axis=0)
-    pos = tl.program_id(axis=1)
-    # The segment of token position pos; positions past the last one are padding.
-    segs = tl.arange(0, BLOCK_SEG)
-    ends = tl.load(seg_indptr + 1 + segs, mask=segs < num_segments, other=pos + 1)
-    seg = tl.sum((ends <= pos).to(tl.int32), axis=0)
-    if seg >= num_segments:
-        return
-    w_index = tl.load(weight_indices + seg)
-    N = tl.minimum(N, tl.load(lora_ranks + w_index) * stack_num)
-    if pid_n * BLOCK_N >= N:
-        return
-    if SORTED_BY_ADAPTER:
-        row = tl.load(sorted_token_ids + pos).to(tl.int64)
-    else:
-        row = pos.to(tl.int64)
-
-    n_offset = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    k_offset = tl.arange(0, BLOCK_K)
-    w_ptrs = (weights + w_index * w_stride_0) + (
-        n_offset[:, None] * w_stride_1 + k_offset[None, :] * w_stride_2
-    )
-    w = tl.load(
-        w_ptrs, mask=(n_offset[:, None] < N) & (k_offset[None, :] < K), other=0.0
-    )
-    x_ptrs = x + row * x_stride_0 + k_offset * x_stride_1
-    x_row = tl.load(x_ptrs, mask=k_offset < K, other=0.0)
-    acc = tl.sum(w.to(tl.float32) * x_row[None, :].to(tl.float32), axis=1)
-    output_ptr = output + row * output_stride_0 + n_offset * output_stride_1
-    tl.store(output_ptr, acc.to(x.dtype.element_ty), mask=n_offset < N)
 
 
 def launch_tiles(x, weights, info, stack_num, block_k, num_warps, num_stages):
@@ -143,8 +79,8 @@ def launch_tiles(x, weights, info, stack_num, block_k, num_warps, num_stages):
 def launch_decode(x, weights, info, stack_num, block_n, num_warps):
     S, R, K = x.shape[0], weights.shape[-2], weights.shape[-1]
     output = torch.empty((S, R), device=x.device, dtype=x.dtype)
-    grid = (triton.cdiv(R, block_n), S)
-    _decode_kernel[grid](
+    grid = (S, triton.cdiv(R, block_n))
+    _sgemm_lora_a_decode_kernel[grid](
         x,
         weights,
         output,
@@ -213,8 +149,8 @@ def main():
     if args.smoke:
         shapes = [("qkv", 3, 64), ("o", 1, 128)]
         token_counts = [1, 5]
-        # sglang's kernel loops over tl.cdiv of an argument, which Triton's
-        # interpreter cannot run: the smoke run checks the decode kernel only.
+        # Triton's interpreter cannot run the tiled kernel: the smoke run checks
+        # the decode kernel only.
         configs = [("dec n4 w4", "dec", 4, 4, 0), ("dec n8 w4", "dec", 8, 4, 0)]
     else:
         print(torch.cuda.get_device_name(device), "triton", triton.__version__)
@@ -239,11 +175,10 @@ def main():
             info = merged_info(tokens, ranks, loras, device)
             variants = {}
             if not args.smoke:
-                variants["pre"] = lambda: sgemm_lora_a_fwd(x, weights, info, stack_num)
-            n, w = (2, 8) if tokens <= 8 else (4, 4)
-            variants["decode"] = lambda n=n, w=w: launch_decode(
-                x, weights, info, stack_num, n, w
-            )
+                variants["pre"] = lambda: launch_tiles(
+                    x, weights, info, stack_num, 256, 4, 3
+                )
+            variants["ours"] = lambda: sgemm_lora_a_fwd(x, weights, info, stack_num)
             for name, kind, a, w, s in configs:
                 if kind == "tiles":
                     variants[name] = lambda a=a, w=w, s=s: launch_tiles(
@@ -273,10 +208,10 @@ def main():
                         triton.testing.do_bench_cudagraph(fn, rep=20) * 1e3
                     )
             med = {n: statistics.median(t) for n, t in times.items()}
-            best = min((n for n in med if n not in ("pre", "decode")), key=med.get)
+            best = min((n for n in med if n not in ("pre", "ours")), key=med.get)
             rows.append(
-                [f"{shape} K={K}", tokens, f"{med['pre']:.2f}", f"{med['decode']:.2f}"]
-                + [f"{med['pre'] / med['decode']:.2f}x", f"{checks['decode']:.3f}"]
+                [f"{shape} K={K}", tokens, f"{med['pre']:.2f}", f"{med['ours']:.2f}"]
+                + [f"{med['pre'] / med['ours']:.2f}x", f"{checks['ours']:.3f}"]
                 + [best, f"{med[best]:.2f}"]
             )
             print(
@@ -290,7 +225,7 @@ def main():
         print_table(
             f"LoRA A at decode, GPU µs per call, median of {args.rounds} rounds "
             f"({torch.cuda.get_device_name(device)})",
-            ["shape", "tokens", "pre", "decode", "pre/decode", "decode bitwise=pre"]
+            ["shape", "tokens", "pre", "ours", "pre/ours", "ours bitwise=pre"]
             + ["best other", "its µs"],
             rows,
         )
