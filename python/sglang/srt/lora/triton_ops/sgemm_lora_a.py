@@ -6,7 +6,7 @@ from sglang.srt.lora.triton_ops.kernel_utils import _resolve_token_positions
 from sglang.srt.lora.utils import LoRABatchInfo
 
 # Up to this many tokens, _sgemm_lora_a_decode_kernel beats the tiled kernel
-# (2-3x at 1-8 tokens, 1.4-2.1x at 32, on an H200); it holds a whole input row
+# (2-3x at 1-8 tokens, 1.5-2.5x at 32, on an H200); it holds a whole input row
 # per program, hence the bound on K (measured up to 4096).
 _DECODE_MAX_TOKENS = 32
 _DECODE_MAX_K = 4096
