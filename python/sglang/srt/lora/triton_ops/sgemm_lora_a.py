@@ -215,6 +215,31 @@ def sgemm_lora_a_fwd(
     K = weights.shape[-1]
     assert x.shape[-1] == K
 
+    if S <= _DECODE_MAX_TOKENS and K <= _DECODE_MAX_K:
+        # Plain ints: triton.cdiv and next_power_of_2 cost microseconds a call.
+        output = torch.empty((S, R), device=x.device, dtype=x.dtype)
+        _sgemm_lora_a_decode_kernel[(S, (R + 1) // 2)](
+            x,
+            weights,
+            output,
+            R,
+            K,
+            stack_num,
+            *x.stride(),
+            *weights.stride(),
+            *output.stride(),
+            batch_info.seg_indptr,
+            batch_info.weight_indices,
+            batch_info.lora_ranks,
+            batch_info.permutation,
+            batch_info.bs,
+            batch_info.permutation is not None,
+            1 << (batch_info.bs - 1).bit_length(),
+            2,
+            1 << (K - 1).bit_length(),
+        )
+        return output
+
     # Block shapes
     BLOCK_S = 16
     BLOCK_K = 256
@@ -228,32 +253,6 @@ def sgemm_lora_a_fwd(
     sorted_by_adapter = batch_info.permutation is not None
 
     output = torch.empty((S, R), device=x.device, dtype=x.dtype)
-    if S <= _DECODE_MAX_TOKENS and K <= _DECODE_MAX_K:
-        _sgemm_lora_a_decode_kernel[(S, triton.cdiv(R, 2))](
-            x,
-            weights,
-            output,
-            R,
-            K,
-            stack_num,
-            x.stride(0),
-            x.stride(1),
-            weights.stride(0),
-            weights.stride(1),
-            weights.stride(2),
-            output.stride(0),
-            output.stride(1),
-            batch_info.seg_indptr,
-            batch_info.weight_indices,
-            batch_info.lora_ranks,
-            batch_info.permutation,
-            batch_info.bs,
-            sorted_by_adapter,
-            triton.next_power_of_2(batch_info.bs),
-            2,
-            triton.next_power_of_2(K),
-        )
-        return output
     _sgemm_lora_a_kernel[grid](
         x,
         weights,
