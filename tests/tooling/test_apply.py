@@ -303,6 +303,7 @@ def test_the_tests_on_a_clone_leave_it_as_it_was_and_need_registered_tests(
         "test/registered/lora/test_fused_moe_lora_decode.py",
         "test/registered/lora/test_moe_lora_info.py",
         "test/registered/lora/test_sgemm_lora_a_decode.py",
+        "test/registered/lora/test_sgemm_lora_b_decode.py",
     ]
     assert "tests/sglang/" in result.stdout
     assert tree_bytes(patched_clone) == files
