@@ -41,8 +41,9 @@ from sglang.srt.lora.triton_ops.sgemm_lora_b import (
 )
 
 
-def launch_pre(x, weights, info, out, offsets):
-    """0.5.12's sgemm_lora_b_fwd / qkv_lora_b_fwd launch of the tiled kernels."""
+def launch_pre(x, weights, info, out, offsets, max_out):
+    """0.5.12's sgemm_lora_b_fwd / qkv_lora_b_fwd launch of the tiled kernels;
+    max_out is the widest slice (a host int: no device read under capture)."""
     N, R = weights.shape[-2], weights.shape[-1]
     common = [*x.stride(), *weights.stride(), *out.stride()]
     common += [info.seg_lens, info.seg_indptr, info.weight_indices, info.lora_ranks]
@@ -63,7 +64,6 @@ def launch_pre(x, weights, info, out, offsets):
             info.scalings,
         )
     else:
-        max_out = int((offsets[1:] - offsets[:-1]).max())
         grid = (triton.cdiv(info.max_len, 16) * triton.cdiv(max_out, 64), 3, info.bs)
         _qkv_lora_b_kernel[grid](
             x,
@@ -164,7 +164,9 @@ def main():
             out = base.clone()
             variants = {}
             if not args.smoke:
-                variants["pre"] = lambda: launch_pre(x, weights, info, out, offsets)
+                variants["pre"] = lambda: launch_pre(
+                    x, weights, info, out, offsets, max(slices)
+                )
             if offsets is None:
                 variants["ours"] = lambda: sgemm_lora_b_fwd(x, weights, info, out)
             else:
