@@ -20,7 +20,8 @@ Variants, per (shape, tokens):
 Every variant's output is compared with pre's (share of bitwise-equal
 outputs) and with an fp32 torch reference before timing.
 GPU time: triton.testing.do_bench_cudagraph, per call; median of --rounds
-interleaved rounds.
+interleaved rounds. --cold: triton.testing.do_bench instead, which flushes L2
+before every call, as a decode step's layer finds its weights.
 
 Run (GPU):   PYTHONPATH=build/sglang/python python bench/bench_lora_a_decode.py
 Smoke (CPU): ... --smoke   checks the decode variants only (tiny shapes).
@@ -36,8 +37,7 @@ if "--smoke" in sys.argv[1:]:
 
 import torch
 import triton
-import triton.testing
-from common import print_table, require_device
+from common import gpu_us_per_call, print_table, require_device
 
 from sglang.srt.lora.triton_ops.sgemm_lora_a import (
     _sgemm_lora_a_decode_kernel,
@@ -143,6 +143,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--smoke", action="store_true")
+    parser.add_argument(
+        "--cold", action="store_true", help="flush L2 before each call (no graph)"
+    )
     args = parser.parse_args()
     device = require_device(args.smoke)
     ranks = [32, 16, 0, 8]  # the rank-32 slot takes the tokens
@@ -204,9 +207,7 @@ def main():
             times = {name: [] for name in variants}
             for _ in range(args.rounds):
                 for name, fn in variants.items():
-                    times[name].append(
-                        triton.testing.do_bench_cudagraph(fn, rep=20) * 1e3
-                    )
+                    times[name].append(gpu_us_per_call(fn, args.cold))
             med = {n: statistics.median(t) for n, t in times.items()}
             best = min((n for n in med if n not in ("pre", "ours")), key=med.get)
             rows.append(
@@ -223,7 +224,8 @@ def main():
             )
     if not args.smoke:
         print_table(
-            f"LoRA A at decode, GPU µs per call, median of {args.rounds} rounds "
+            f"LoRA A at decode, GPU µs per call{', L2 flushed' if args.cold else ''}, "
+            f"median of {args.rounds} rounds "
             f"({torch.cuda.get_device_name(device)})",
             ["shape", "tokens", "pre", "ours", "pre/ours", "ours bitwise=pre"]
             + ["best other", "its µs"],

@@ -30,6 +30,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 import triton
+import triton.testing
 
 import sglang.srt.lora.backend.base_backend as base_backend_module
 import sglang.srt.lora.layers as layers_module
@@ -572,6 +573,15 @@ def fmt(value, digits: int = 1) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
+
+
+def gpu_us_per_call(fn: Callable[[], object], cold: bool) -> float:
+    """GPU µs of one call: replayed in a CUDA graph with its operands warm in
+    L2, or (cold) timed call by call with L2 flushed before each, as a layer
+    of a decode step finds its weights."""
+    if cold:
+        return triton.testing.do_bench(fn, rep=20) * 1e3
+    return triton.testing.do_bench_cudagraph(fn, rep=20) * 1e3
 
 
 def print_table(title: str, headers: List[str], rows: List[List]):
