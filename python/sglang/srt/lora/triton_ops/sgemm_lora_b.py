@@ -5,8 +5,9 @@ import triton.language as tl
 from sglang.srt.lora.triton_ops.kernel_utils import _resolve_token_positions
 from sglang.srt.lora.utils import LoRABatchInfo
 
-# Up to this many tokens, _sgemm_lora_b_decode_kernel beats the tiled kernels,
-# whose 16-row tiles are mostly padding at decode.
+# At decode the tiled kernels' 16-row tiles are mostly padding; the token bound
+# is the LoRA A decode path's (measured there), the rank one keeps 8 columns of
+# a 2048-element tile per program.
 _DECODE_MAX_TOKENS = 32
 _DECODE_MAX_R = 256
 
