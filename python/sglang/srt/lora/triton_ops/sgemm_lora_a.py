@@ -2,7 +2,10 @@ import torch
 import triton
 import triton.language as tl
 
-from sglang.srt.lora.triton_ops.kernel_utils import _resolve_token_positions
+from sglang.srt.lora.triton_ops.kernel_utils import (
+    _resolve_token_positions,
+    _segment_of_position,
+)
 from sglang.srt.lora.utils import LoRABatchInfo
 
 # Up to this many tokens, _sgemm_lora_a_decode_kernel beats the tiled kernel
@@ -156,20 +159,14 @@ def _sgemm_lora_a_decode_kernel(
     memory latency."""
     pos = tl.program_id(axis=0)
     pid_n = tl.program_id(axis=1)
-    # The segment holding position pos; positions past the last one are padding.
-    segs = tl.arange(0, BLOCK_SEG)
-    ends = tl.load(seg_indptr + 1 + segs, mask=segs < num_segs, other=pos + 1)
-    seg = tl.sum((ends <= pos).to(tl.int32), axis=0)
+    seg = _segment_of_position(pos, seg_indptr, num_segs, BLOCK_SEG)
     if seg >= num_segs:
         return
     w_index = tl.load(weight_indices + seg)
     N = tl.minimum(N, tl.load(lora_ranks + w_index) * stack_num)
     if pid_n * BLOCK_N >= N:
         return
-    if SORTED_BY_ADAPTER:
-        row = tl.load(sorted_token_ids + pos).to(tl.int64)
-    else:
-        row = pos.to(tl.int64)
+    row = _resolve_token_positions(sorted_token_ids, 0, pos, pos + 1, SORTED_BY_ADAPTER)
 
     n_offset = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     k_offset = tl.arange(0, BLOCK_K)
