@@ -12,6 +12,8 @@ import os
 import subprocess
 import sys
 
+import torch
+
 
 class RecordingKernel:
     """Stands in for a kernel object: records (grid, args, meta) per launch."""
@@ -21,6 +23,31 @@ class RecordingKernel:
 
     def __getitem__(self, grid):
         return lambda *args, **meta: self.launches.append((grid, args, meta))
+
+
+def meta(*shape, dtype=torch.int32):
+    """A tensor without data: the launch is recorded, never run."""
+    return torch.empty(*shape, dtype=dtype, device="meta")
+
+
+def meta_batch_info(tokens, slots=8):
+    """The sgemm LoRABatchInfo of a decode batch of `tokens` positions merged
+    into `slots` adapter segments, in meta tensors."""
+    # Imported here: the caller settles TRITON_INTERPRET before sglang loads.
+    from sglang.srt.lora.utils import LoRABatchInfo
+
+    return LoRABatchInfo(
+        bs=slots,
+        use_cuda_graph=False,
+        num_segments=slots,
+        seg_lens=meta(slots),
+        seg_indptr=meta(slots + 1),
+        max_len=tokens,
+        weight_indices=meta(slots),
+        lora_ranks=meta(slots),
+        scalings=meta(slots, dtype=torch.float32),
+        permutation=meta(tokens),
+    )
 
 
 COMPILE = """

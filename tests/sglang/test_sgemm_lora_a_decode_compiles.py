@@ -11,13 +11,12 @@ import inspect
 import os
 
 import torch
-from sm90_compile import RecordingKernel, compile_for_sm90
+from sm90_compile import RecordingKernel, compile_for_sm90, meta, meta_batch_info
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from sglang.srt.lora.triton_ops import sgemm_lora_a  # noqa: E402
-from sglang.srt.lora.utils import LoRABatchInfo  # noqa: E402
 
 # name: (stack_num, K)
 SHAPES = {"qkv": (3, 2048), "o": (1, 4096), "bound": (1, sgemm_lora_a._DECODE_MAX_K)}
@@ -29,24 +28,9 @@ def _launch_of(tokens, stack_num, K, rank, monkeypatch):
     """The launch of one call (meta tensors: no data), with 8 adapter slots."""
     recorder = RecordingKernel()
     monkeypatch.setattr(sgemm_lora_a, "_sgemm_lora_a_decode_kernel", recorder)
-
-    def empty(*shape, dtype=torch.int32):
-        return torch.empty(*shape, dtype=dtype, device="meta")
-
-    info = LoRABatchInfo(
-        bs=8,
-        use_cuda_graph=False,
-        num_segments=8,
-        seg_lens=empty(8),
-        seg_indptr=empty(9),
-        max_len=tokens,
-        weight_indices=empty(8),
-        lora_ranks=empty(8),
-        scalings=empty(8, dtype=torch.float32),
-        permutation=empty(tokens),
-    )
-    x = empty(tokens, K, dtype=torch.bfloat16)
-    weights = empty(8, stack_num * rank, K, dtype=torch.bfloat16)
+    info = meta_batch_info(tokens)
+    x = meta(tokens, K, dtype=torch.bfloat16)
+    weights = meta(8, stack_num * rank, K, dtype=torch.bfloat16)
     sgemm_lora_a.sgemm_lora_a_fwd(x, weights, info, stack_num)
     monkeypatch.undo()
     assert len(recorder.launches) == 1, "one launch per call"

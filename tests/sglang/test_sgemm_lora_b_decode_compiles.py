@@ -10,13 +10,12 @@ import inspect
 import os
 
 import torch
-from sm90_compile import RecordingKernel, compile_for_sm90
+from sm90_compile import RecordingKernel, compile_for_sm90, meta, meta_batch_info
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from sglang.srt.lora.triton_ops import qkv_lora_b, sgemm_lora_b  # noqa: E402
-from sglang.srt.lora.utils import LoRABatchInfo  # noqa: E402
 
 SHAPES = {"o": (2048,), "qkv": (4096, 512, 512)}
 RANKS = (8, 32, 128, sgemm_lora_b._DECODE_MAX_R)
@@ -27,29 +26,14 @@ def _launch_of(tokens, slices, rank, monkeypatch):
     """The launch of one call (meta tensors: no data), with 8 adapter slots."""
     recorder = RecordingKernel()
     monkeypatch.setattr(sgemm_lora_b, "_sgemm_lora_b_decode_kernel", recorder)
-
-    def empty(*shape, dtype=torch.int32):
-        return torch.empty(*shape, dtype=dtype, device="meta")
-
-    info = LoRABatchInfo(
-        bs=8,
-        use_cuda_graph=False,
-        num_segments=8,
-        seg_lens=empty(8),
-        seg_indptr=empty(9),
-        max_len=tokens,
-        weight_indices=empty(8),
-        lora_ranks=empty(8),
-        scalings=empty(8, dtype=torch.float32),
-        permutation=empty(tokens),
-    )
-    x = empty(tokens, len(slices) * rank, dtype=torch.bfloat16)
-    weights = empty(8, sum(slices), rank, dtype=torch.bfloat16)
-    base = empty(tokens, sum(slices), dtype=torch.bfloat16)
+    info = meta_batch_info(tokens)
+    x = meta(tokens, len(slices) * rank, dtype=torch.bfloat16)
+    weights = meta(8, sum(slices), rank, dtype=torch.bfloat16)
+    base = meta(tokens, sum(slices), dtype=torch.bfloat16)
     if len(slices) == 1:
         sgemm_lora_b.sgemm_lora_b_fwd(x, weights, info, base)
     else:
-        offsets = empty(len(slices) + 1)
+        offsets = meta(len(slices) + 1)
         qkv_lora_b.qkv_lora_b_fwd(x, weights, info, offsets, max(slices), base)
     monkeypatch.undo()
     assert len(recorder.launches) == 1, "one launch per call"
