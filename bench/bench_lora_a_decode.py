@@ -29,7 +29,6 @@ Smoke (CPU): ... --smoke   checks the decode variants only (tiny shapes).
 
 import argparse
 import os
-import statistics
 import sys
 
 if "--smoke" in sys.argv[1:]:
@@ -37,7 +36,7 @@ if "--smoke" in sys.argv[1:]:
 
 import torch
 import triton
-from common import gpu_us_per_call, print_table, require_device
+from common import median_gpu_us, print_table, require_device
 
 from sglang.srt.lora.triton_ops.sgemm_lora_a import (
     _sgemm_lora_a_decode_kernel,
@@ -204,11 +203,7 @@ def main():
             if args.smoke:
                 print(f"{shape} tokens={tokens}: ok, bitwise = reference: {checks}")
                 continue
-            times = {name: [] for name in variants}
-            for _ in range(args.rounds):
-                for name, fn in variants.items():
-                    times[name].append(gpu_us_per_call(fn, args.cold))
-            med = {n: statistics.median(t) for n, t in times.items()}
+            med = median_gpu_us(variants, args.rounds, args.cold)
             best = min((n for n in med if n not in ("pre", "ours")), key=med.get)
             rows.append(
                 [f"{shape} K={K}", tokens, f"{med['pre']:.2f}", f"{med['ours']:.2f}"]

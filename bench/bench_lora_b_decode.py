@@ -22,7 +22,6 @@ Smoke (CPU): ... --smoke   checks the decode variants only (tiny shapes).
 
 import argparse
 import os
-import statistics
 import sys
 
 if "--smoke" in sys.argv[1:]:
@@ -31,7 +30,7 @@ if "--smoke" in sys.argv[1:]:
 import torch
 import triton
 from bench_lora_a_decode import merged_info
-from common import gpu_us_per_call, print_table, require_device
+from common import median_gpu_us, print_table, require_device
 
 from sglang.srt.lora.triton_ops.qkv_lora_b import _qkv_lora_b_kernel, qkv_lora_b_fwd
 from sglang.srt.lora.triton_ops.sgemm_lora_b import (
@@ -188,11 +187,7 @@ def main():
             if args.smoke:
                 print(f"{shape} tokens={tokens}: ok ({', '.join(variants)})")
                 continue
-            times = {name: [] for name in variants}
-            for _ in range(args.rounds):
-                for name, fn in variants.items():
-                    times[name].append(gpu_us_per_call(fn, args.cold))
-            med = {n: statistics.median(t) for n, t in times.items()}
+            med = median_gpu_us(variants, args.rounds, args.cold)
             best = min((n for n in med if n not in ("pre", "ours")), key=med.get)
             rows.append(
                 [f"{shape} N={N}", tokens, f"{med['pre']:.2f}", f"{med['ours']:.2f}"]

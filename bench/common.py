@@ -575,13 +575,21 @@ def fmt(value, digits: int = 1) -> str:
     return str(value)
 
 
-def gpu_us_per_call(fn: Callable[[], object], cold: bool) -> float:
-    """GPU µs of one call: replayed in a CUDA graph with its operands warm in
-    L2, or (cold) timed call by call with L2 flushed before each, as a layer
-    of a decode step finds its weights."""
-    if cold:
-        return triton.testing.do_bench(fn, rep=20) * 1e3
-    return triton.testing.do_bench_cudagraph(fn, rep=20) * 1e3
+def median_gpu_us(
+    variants: Dict[str, Callable[[], object]], rounds: int, cold: bool
+) -> Dict[str, float]:
+    """Median GPU µs per call of each variant over `rounds` interleaved rounds:
+    replayed in a CUDA graph with its operands warm in L2, or (cold) timed
+    call by call with L2 flushed before each, as a layer of a decode step
+    finds its weights."""
+    times = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            if cold:
+                times[name].append(triton.testing.do_bench(fn, rep=20) * 1e3)
+            else:
+                times[name].append(triton.testing.do_bench_cudagraph(fn, rep=20) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def print_table(title: str, headers: List[str], rows: List[List]):
