@@ -1,5 +1,5 @@
 """sglang's LoRA B (expand) at decode: 0.5.12's tiled kernels against the
-tree's sgemm_lora_b_fwd / qkv_lora_b_fwd (the decode kernel up to 32 tokens)
+tree's sgemm_lora_b_fwd / qkv_lora_b_fwd (the decode kernel up to 32 tokens and 64K outputs)
 and other tile sizes of the decode kernel, side by side in one run.
 
 At decode `_sgemm_lora_b_kernel` (o) runs cdiv(N, 256) programs per adapter
@@ -144,7 +144,7 @@ def main():
         print(torch.cuda.get_device_name(device), "triton", triton.__version__)
         # Qwen3-30B-A3B: 32 q heads and 4 kv heads of 128; hidden 2048.
         shapes = [("qkv", (4096, 512, 512)), ("o", (2048,))]
-        token_counts = [1, 8, 32, 64]
+        token_counts = [1, 8, 12, 16, 32, 64]
         tiles = [(t, w) for t in (1024, 2048, 4096) for w in (4, 8)]
     torch.manual_seed(0)
     rows = []

@@ -2,8 +2,8 @@
 the shapes sgemm_lora_b_fwd and qkv_lora_b_fwd take it for, without a GPU.
 
 The launches the wrappers make for Qwen3-30B-A3B's o_proj (2048) and q/k/v
-(4096 + 2 x 512) expand, at ranks 8 to the rank bound and 1 and 32 tokens, are
-recorded and compiled to sm_90 cubins (sm90_compile.py).
+(4096 + 2 x 512) expand, at ranks 8 to the rank bound, at 1 token and the most
+the token and output bounds let through, are recorded and compiled to sm_90 cubins (sm90_compile.py).
 """
 
 import inspect
@@ -19,7 +19,11 @@ from sglang.srt.lora.triton_ops import qkv_lora_b, sgemm_lora_b  # noqa: E402
 
 SHAPES = {"o": (2048,), "qkv": (4096, 512, 512)}
 RANKS = (8, 32, 128, sgemm_lora_b._DECODE_MAX_R)
-TOKENS = (1, sgemm_lora_b._DECODE_MAX_TOKENS)
+
+
+def _token_counts(n):
+    bound = sgemm_lora_b._DECODE_MAX_OUTPUTS // n
+    return 1, min(sgemm_lora_b._DECODE_MAX_TOKENS, bound)
 
 
 def _launch_of(tokens, slices, rank, monkeypatch):
@@ -46,7 +50,7 @@ def test_kernel_compiles_for_sm90_without_spills(monkeypatch, tmp_path):
     launches = {}
     for shape, slices in SHAPES.items():
         for rank in RANKS:
-            for tokens in TOKENS:
+            for tokens in _token_counts(sum(slices)):
                 grid, args, kwargs = _launch_of(tokens, slices, rank, monkeypatch)
                 meta = {**dict(zip(names, args)), **kwargs}
                 constexprs = {n: meta[n] for n in names if n.isupper()}

@@ -133,18 +133,21 @@ class TestSgemmLoRABDecode(CustomTestCase):
         self._check(loras, (96, 32, 32), merged=True)
 
     def test_dispatch(self):
-        for tokens, R, decode in [
-            (1, 32, True),
-            (sgemm_lora_b._DECODE_MAX_TOKENS, sgemm_lora_b._DECODE_MAX_R, True),
-            (sgemm_lora_b._DECODE_MAX_TOKENS + 1, 32, False),
-            (1, sgemm_lora_b._DECODE_MAX_R * 2, False),
+        max_outputs = sgemm_lora_b._DECODE_MAX_OUTPUTS
+        for tokens, N, R, decode in [
+            (1, 48, 32, True),
+            (sgemm_lora_b._DECODE_MAX_TOKENS, 48, sgemm_lora_b._DECODE_MAX_R, True),
+            (sgemm_lora_b._DECODE_MAX_TOKENS + 1, 48, 32, False),
+            (1, 48, sgemm_lora_b._DECODE_MAX_R * 2, False),
+            (16, max_outputs // 16 - 1, 32, True),  # N divisible by 3: q/k/v
+            (16, max_outputs // 16 + 32, 32, False),
         ]:
             info = _batch_info([0] * tokens, True, tokens)
-            weights = torch.zeros(len(RANKS), 48, R, dtype=torch.bfloat16)
+            weights = torch.zeros(len(RANKS), N, R, dtype=torch.bfloat16)
             weights = weights.to(DEVICE)
-            offsets = _int32([0, 16, 32, 48])
+            offsets = _int32([0, N // 3, 2 * N // 3, N])
             for name in ("o", "qkv"):
-                with self.subTest(tokens=tokens, R=R, op=name), mock.patch.object(
+                with self.subTest(tokens=tokens, N=N, R=R, op=name), mock.patch.object(
                     sgemm_lora_b, "_sgemm_lora_b_decode_kernel"
                 ) as dec, mock.patch.object(
                     sgemm_lora_b, "_sgemm_lora_b_kernel"
@@ -157,7 +160,7 @@ class TestSgemmLoRABDecode(CustomTestCase):
                     else:
                         x = torch.zeros(tokens, 3 * R, dtype=weights.dtype)
                         qkv_lora_b.qkv_lora_b_fwd(
-                            x.to(DEVICE), weights, info, offsets, 16
+                            x.to(DEVICE), weights, info, offsets, N // 3
                         )
                         tiled = qkv_tiled
                     self.assertEqual(dec.__getitem__.called, decode)

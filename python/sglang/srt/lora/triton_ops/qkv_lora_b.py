@@ -4,8 +4,7 @@ import triton.language as tl
 
 from sglang.srt.lora.triton_ops.kernel_utils import _resolve_token_positions
 from sglang.srt.lora.triton_ops.sgemm_lora_b import (
-    _DECODE_MAX_R,
-    _DECODE_MAX_TOKENS,
+    _use_decode_kernel,
     sgemm_lora_b_decode_fwd,
 )
 from sglang.srt.lora.utils import LoRABatchInfo
@@ -179,7 +178,7 @@ def qkv_lora_b_fwd(
         output = torch.zeros((s, output_dim), device=x.device, dtype=x.dtype)
     else:
         output = base_output
-    if s <= _DECODE_MAX_TOKENS and r <= _DECODE_MAX_R:
+    if _use_decode_kernel(s, output_dim, r):
         return sgemm_lora_b_decode_fwd(
             x, qkv_lora_b, batch_info, output, output_offset, n_slices
         )

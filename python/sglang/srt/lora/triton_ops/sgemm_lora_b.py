@@ -8,11 +8,20 @@ from sglang.srt.lora.triton_ops.kernel_utils import (
 )
 from sglang.srt.lora.utils import LoRABatchInfo
 
-# At decode the tiled kernels' 16-row tiles are mostly padding; the token bound
-# is the LoRA A decode path's (measured there), the rank one keeps 8 columns of
-# a 2048-element tile per program.
+# At decode the tiled kernels' 16-row tiles are mostly padding. The decode
+# kernel reads B once per token where a tile shares it among 16 tokens: past
+# about 64K outputs (12 tokens of q/k/v, 32 of o at Qwen3-30B-A3B's shape) the
+# tiled kernels win on an H100. The token bound is the LoRA A decode path's;
+# the rank bound keeps 8 columns of a 2048-element tile per program.
 _DECODE_MAX_TOKENS = 32
+_DECODE_MAX_OUTPUTS = 65536
 _DECODE_MAX_R = 256
+
+
+def _use_decode_kernel(S: int, N: int, R: int) -> bool:
+    return (
+        S <= _DECODE_MAX_TOKENS and S * N <= _DECODE_MAX_OUTPUTS and R <= _DECODE_MAX_R
+    )
 
 
 @triton.jit
@@ -260,7 +269,7 @@ def sgemm_lora_b_fwd(
         output = torch.zeros((S, N), device=x.device, dtype=x.dtype)
     else:
         output = base_output
-    if S <= _DECODE_MAX_TOKENS and R <= _DECODE_MAX_R:
+    if _use_decode_kernel(S, N, R):
         return sgemm_lora_b_decode_fwd(x, weights, batch_info, output)
 
     # Block shapes
