@@ -234,6 +234,10 @@ def sgemm_lora_a_fwd(
             1 << (batch_info.bs - 1).bit_length(),
             2,
             1 << (K - 1).bit_length(),
+            # A decode step reads each layer's weights cold from HBM: 8 warps
+            # keep more loads in flight (0.7-1.3 us less for q/k/v at 1-8
+            # tokens on an H100); at 32 tokens 4 warps are faster.
+            num_warps=8 if S <= 8 else 4,
         )
         return output
 
