@@ -2,8 +2,9 @@
 the shapes sgemm_lora_b_fwd and qkv_lora_b_fwd take it for, without a GPU.
 
 The launches the wrappers make for Qwen3-30B-A3B's o_proj (2048) and q/k/v
-(4096 + 2 x 512) expand, at ranks 8 to the rank bound, at 1 token and the most
-the token and output bounds let through, are recorded and compiled to sm_90 cubins (sm90_compile.py).
+(4096 + 2 x 512) expand, at ranks 8 to the rank bound, at 1 token and at the
+most tokens the token and output bounds let through, are recorded and compiled
+to sm_90 cubins (sm90_compile.py).
 """
 
 import inspect
