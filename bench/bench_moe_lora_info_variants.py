@@ -4,19 +4,22 @@ that the one in patch 0002 is a measured choice.
 
 Variants (all write the same preallocated outputs, checked against
 _compute_moe_lora_info before timing):
-  ours        _compute_moe_lora_info of the patched tree: adapter_enabled from a
-              32-bit mask of the adapters in use (one integer OR reduction in
-              program 0, each entry stored once: no barrier), a segment's first
-              tokens stored before the longest-segment reduction, at most 32
-              segments per program, 4 warps
+  ours        _compute_moe_lora_info of the patched tree: program 0 scans the
+              adapters (a 32-bit mask of the adapters in use, one integer OR
+              reduction, each entry stored once) while the other programs store
+              the tokens, at most 256 tokens and 32 segments each, 4 warps
   ours/wN     the same kernel on N warps
-  ours sN     up to N segments per program
-  scatter     patch 0002's kernel up to 2026-12-06: program 0 zeroes
-              adapter_enabled, sets the used adapters, clears rank-0 ones, with a
-              CTA barrier between the phases (scatter/w8: on 8 warps)
+  ours t1024  up to 1024 tokens per program (fewer, bigger programs)
+  inline      patch 0002's kernel up to 2026-12-07: the same scan, in program 0
+              after its own token stores, up to 1024 tokens per program
+  scatter     the kernel up to 2026-12-06: program 0 zeroes adapter_enabled,
+              sets the used adapters, clears rank-0 ones, with a CTA barrier
+              between the phases, up to 128 segments per program
   tile        the kernel before that: adapter_enabled from a (segments x
               adapters) compare tile, up to 1024 segments per program
   empty       an empty Triton kernel: the launch floor
+  load+store  one Triton kernel storing one loaded int: the floor of any
+              kernel that reads seg_indptr before it writes
 GPU time: triton.testing.do_bench_cudagraph (per call), --rounds rounds that
 interleave the variants; median [min-max].
 
@@ -36,7 +39,7 @@ import torch
 import triton
 import triton.language as tl
 import triton.testing
-from bench_moe_lora_info_kernel import make_case
+from bench_moe_lora_info_kernel import _load_store_kernel, make_case
 from common import (
     decode_workload,
     launch_empty_kernel,
@@ -47,6 +50,7 @@ from common import (
 )
 
 from sglang.srt.lora.backend.base_backend import (
+    _adapter_bits,
     _compute_moe_lora_info,
     _compute_moe_lora_info_kernel,
 )
@@ -94,6 +98,70 @@ def _store_tokens(
     tokens = pid * 1024 + tl.arange(0, 1024)
     uncovered = ((tokens < first) | (tokens >= last)) & (tokens < mapping_len)
     tl.store(mapping_ptr + tokens, -1, mask=uncovered)
+
+
+# Patch 0002's kernel up to 2026-12-07: program 0 scans the adapters after
+# its own token stores, so the scan is on that program's path.
+@triton.jit(do_not_specialize=range(5, 11))
+def _inline_kernel(
+    seg_indptr_ptr,  # (num_segments + 1,)
+    weight_indices_ptr,  # (num_segments,), -1 for no adapter
+    lora_ranks_ptr,  # (num_loras,)
+    adapter_enabled_ptr,  # out: (enabled_len,), enabled_len >= num_loras
+    mapping_ptr,  # out: token_lora_mapping (mapping_len,), >= num_tokens
+    num_segments,
+    num_tokens,
+    num_loras,
+    enabled_len,
+    mapping_len,
+    num_chunks,
+    BLOCK_S: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_W: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    starts, ends, loras, first, last = _load_segments(
+        pid,
+        seg_indptr_ptr,
+        weight_indices_ptr,
+        num_segments,
+        num_tokens,
+        num_chunks,
+        BLOCK_S,
+    )
+    scan = tl.arange(0, BLOCK_W)
+    used_by = tl.load(weight_indices_ptr + scan, (scan < num_segments) & (pid == 0), -1)
+    bit_ids = tl.arange(0, 32)
+    ranks = tl.load(lora_ranks_ptr + bit_ids, bit_ids < num_loras, other=0)
+
+    # The first tokens go out before the reduction that bounds the loop.
+    offset = (pid % num_chunks) * BLOCK_T
+    tokens = starts[:, None] + offset + tl.arange(0, BLOCK_T)[None, :]
+    tl.store(mapping_ptr + tokens, loras[:, None], mask=tokens < ends[:, None])
+    longest = tl.max(ends - starts, axis=0)
+    offset += num_chunks * BLOCK_T
+    while offset < longest:
+        tokens = starts[:, None] + offset + tl.arange(0, BLOCK_T)[None, :]
+        tl.store(mapping_ptr + tokens, loras[:, None], mask=tokens < ends[:, None])
+        offset += num_chunks * BLOCK_T
+    tokens = pid * 1024 + tl.arange(0, 1024)
+    uncovered = ((tokens < first) | (tokens >= last)) & (tokens < mapping_len)
+    tl.store(mapping_ptr + tokens, -1, mask=uncovered)
+
+    base = tl.where(pid == 0, 0, enabled_len)
+    while base < enabled_len:
+        bits = _adapter_bits(used_by, base)
+        start = BLOCK_W
+        while start < num_segments:
+            scan = start + tl.arange(0, BLOCK_W)
+            more = tl.load(weight_indices_ptr + scan, scan < num_segments, other=-1)
+            bits |= _adapter_bits(more, base)
+            start += BLOCK_W
+        enabled = ((bits >> bit_ids) & 1) & (ranks > 0).to(tl.int32)
+        ids = base + bit_ids
+        tl.store(adapter_enabled_ptr + ids, enabled, mask=ids < enabled_len)
+        base += 32
+        ranks = tl.load(lora_ranks_ptr + ids + 32, ids + 32 < num_loras, other=0)
 
 
 # The kernel of the series before the scatter design (patch 0002 up to
@@ -233,22 +301,27 @@ def _scatter_kernel(
         tl.store(adapter_enabled_ptr + lora_ids, 0, mask=in_range & (ranks <= 0))
 
 
-def launch(kernel, args, num_warps, max_block_s, block_l=False):
-    """kernel over _compute_moe_lora_info's grid rule, BLOCK_S capped at
-    max_block_s; the scatter and tile kernels (block_l=True) also take BLOCK_L,
-    the adapters' tile, and the tile kernel scans at most 4096 // BLOCK_L
-    segments a step."""
+def launch(kernel, args, num_warps, tile, max_block_s, block_l=False):
+    """kernel over _compute_moe_lora_info's grid rule with up to `tile` tokens
+    and max_block_s segments per program; ours also takes BLOCK_U and its scan
+    program, the scatter and tile kernels (block_l=True) BLOCK_L, the adapters'
+    tile, and the tile kernel scans at most 4096 // BLOCK_L segments a step."""
     num_tokens, seg_indptr, lora_ranks, weight_indices, enabled, mapping, max_len = args
     num_segments, num_loras = weight_indices.shape[0], lora_ranks.shape[0]
     max_len = max(min(max_len, num_tokens), 1)
     block_t = min(triton.next_power_of_2(max_len), 256)
     pow2_segments = triton.next_power_of_2(max(num_segments, 1))
-    block_s = min(pow2_segments, 1024 // block_t, max_block_s)
+    block_s = min(pow2_segments, tile // block_t, max_block_s)
     num_chunks = triton.cdiv(max_len, block_t)
     seg_programs = triton.cdiv(num_segments, block_s) * num_chunks
-    grid = (max(seg_programs, triton.cdiv(mapping.shape[0], 1024), 1),)
     meta = {"BLOCK_S": block_s, "BLOCK_T": block_t, "num_warps": num_warps}
     meta["BLOCK_W"] = min(pow2_segments, 1024)
+    if kernel is _compute_moe_lora_info_kernel:
+        meta["BLOCK_U"] = min(triton.next_power_of_2(mapping.shape[0]), tile)
+        token_programs = triton.cdiv(mapping.shape[0], meta["BLOCK_U"])
+        grid = (1 + max(seg_programs, token_programs, 1),)
+    else:
+        grid = (max(seg_programs, triton.cdiv(mapping.shape[0], 1024), 1),)
     if block_l:
         meta["BLOCK_L"] = triton.next_power_of_2(max(enabled.shape[0], 1))
         tile = 4096 if kernel is _tile_kernel else 4096 * meta["BLOCK_L"]
@@ -273,13 +346,13 @@ def variants_of(call_args, empty_buf):
     ours = _compute_moe_lora_info_kernel
     v = {"ours": lambda: _compute_moe_lora_info(*call_args)}
     for w in (1, 2, 8):
-        v[f"ours/w{w}"] = lambda w=w: launch(ours, call_args, w, 32)
-    v["ours s128"] = lambda: launch(ours, call_args, 4, 128)
-    v["ours s1024"] = lambda: launch(ours, call_args, 4, 1024)
-    v["scatter"] = lambda: launch(_scatter_kernel, call_args, 4, 128, True)
-    v["scatter/w8"] = lambda: launch(_scatter_kernel, call_args, 8, 128, True)
-    v["tile"] = lambda: launch(_tile_kernel, call_args, 4, 1024, True)
+        v[f"ours/w{w}"] = lambda w=w: launch(ours, call_args, w, 256, 32)
+    v["ours t1024"] = lambda: launch(ours, call_args, 4, 1024, 32)
+    v["inline"] = lambda: launch(_inline_kernel, call_args, 4, 1024, 32)
+    v["scatter"] = lambda: launch(_scatter_kernel, call_args, 4, 1024, 128, True)
+    v["tile"] = lambda: launch(_tile_kernel, call_args, 4, 1024, 1024, True)
     v["empty"] = lambda: launch_empty_kernel(empty_buf)
+    v["load+store"] = lambda: _load_store_kernel[(1,)](call_args[1], empty_buf)
     return v
 
 
@@ -300,7 +373,7 @@ def main():
         expected = [t.tolist() for t in _compute_moe_lora_info(*call_args)]
         variants = variants_of(call_args, empty_buf)
         for name, fn in variants.items():
-            if name == "empty":
+            if name in ("empty", "load+store"):
                 continue
             for out in call_args[4:6]:
                 out.fill_(-7)

@@ -39,55 +39,56 @@ def _compute_moe_lora_info_kernel(
     BLOCK_S: tl.constexpr,
     BLOCK_T: tl.constexpr,
     BLOCK_W: tl.constexpr,
+    BLOCK_U: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    # All loads share one round trip, before the first store. num_chunks
-    # programs write a block of BLOCK_S segments over their tokens.
-    segs = (pid // num_chunks) * BLOCK_S + tl.arange(0, BLOCK_S)
-    seg_mask = segs < num_segments
-    starts = tl.maximum(tl.load(seg_indptr_ptr + segs, mask=seg_mask, other=0), 0)
-    ends = tl.minimum(tl.load(seg_indptr_ptr + segs + 1, seg_mask, other=0), num_tokens)
-    loras = tl.load(weight_indices_ptr + segs, mask=seg_mask, other=-1)
-    first = tl.minimum(tl.maximum(tl.load(seg_indptr_ptr), 0), num_tokens)
-    last = tl.load(seg_indptr_ptr + num_segments)
-    last = tl.minimum(tl.maximum(last, first), num_tokens)
-    scan = tl.arange(0, BLOCK_W)
-    used_by = tl.load(weight_indices_ptr + scan, (scan < num_segments) & (pid == 0), -1)
-    bit_ids = tl.arange(0, 32)
-    ranks = tl.load(lora_ranks_ptr + bit_ids, bit_ids < num_loras, other=0)
-
-    # The first tokens go out before the reduction that bounds the loop over
-    # the rest, which ends where seg_indptr says: a wrong max_len costs time.
-    offset = (pid % num_chunks) * BLOCK_T
-    tokens = starts[:, None] + offset + tl.arange(0, BLOCK_T)[None, :]
-    tl.store(mapping_ptr + tokens, loras[:, None], mask=tokens < ends[:, None])
-    longest = tl.max(ends - starts, axis=0)
-    offset += num_chunks * BLOCK_T
-    while offset < longest:
+    pid = tl.program_id(0) - 1
+    if pid < 0:
+        # Program 0 ORs one bit per adapter in use, 32 adapters a step, beside
+        # the token programs; each entry is stored once: no zeroing, no barrier.
+        bit_ids = tl.arange(0, 32)
+        ranks = tl.load(lora_ranks_ptr + bit_ids, bit_ids < num_loras, other=0)
+        scan = tl.arange(0, BLOCK_W)
+        used_by = tl.load(weight_indices_ptr + scan, scan < num_segments, other=-1)
+        base = 0
+        while base < enabled_len:
+            bits = _adapter_bits(used_by, base)
+            start = BLOCK_W
+            while start < num_segments:
+                scan = start + tl.arange(0, BLOCK_W)
+                more = tl.load(weight_indices_ptr + scan, scan < num_segments, -1)
+                bits |= _adapter_bits(more, base)
+                start += BLOCK_W
+            enabled = ((bits >> bit_ids) & 1) & (ranks > 0).to(tl.int32)
+            ids = base + bit_ids
+            tl.store(adapter_enabled_ptr + ids, enabled, mask=ids < enabled_len)
+            base += 32
+            ranks = tl.load(lora_ranks_ptr + ids + 32, ids + 32 < num_loras, other=0)
+    else:
+        # The others write a block of BLOCK_S segments over their tokens,
+        # num_chunks programs to a block. All loads share one round trip.
+        segs = (pid // num_chunks) * BLOCK_S + tl.arange(0, BLOCK_S)
+        seg_mask = segs < num_segments
+        starts = tl.maximum(tl.load(seg_indptr_ptr + segs, seg_mask, other=0), 0)
+        ends = tl.minimum(tl.load(seg_indptr_ptr + segs + 1, seg_mask, 0), num_tokens)
+        loras = tl.load(weight_indices_ptr + segs, mask=seg_mask, other=-1)
+        first = tl.minimum(tl.maximum(tl.load(seg_indptr_ptr), 0), num_tokens)
+        last = tl.load(seg_indptr_ptr + num_segments)
+        last = tl.minimum(tl.maximum(last, first), num_tokens)
+        # The first tokens go out before the reduction bounding the loop, which
+        # ends where seg_indptr says: a wrong max_len costs time, not tokens.
+        offset = (pid % num_chunks) * BLOCK_T
         tokens = starts[:, None] + offset + tl.arange(0, BLOCK_T)[None, :]
         tl.store(mapping_ptr + tokens, loras[:, None], mask=tokens < ends[:, None])
+        longest = tl.max(ends - starts, axis=0)
         offset += num_chunks * BLOCK_T
-    # Tokens no segment covers (a graph batch's padded tail too) get -1.
-    tokens = pid * 1024 + tl.arange(0, 1024)
-    uncovered = ((tokens < first) | (tokens >= last)) & (tokens < mapping_len)
-    tl.store(mapping_ptr + tokens, -1, mask=uncovered)
-
-    # Program 0 ORs one bit per adapter in use, 32 adapters at a time, and
-    # stores every entry once: no zeroing launch, no barrier.
-    base = tl.where(pid == 0, 0, enabled_len)
-    while base < enabled_len:
-        bits = _adapter_bits(used_by, base)
-        start = BLOCK_W
-        while start < num_segments:
-            scan = start + tl.arange(0, BLOCK_W)
-            more = tl.load(weight_indices_ptr + scan, scan < num_segments, other=-1)
-            bits |= _adapter_bits(more, base)
-            start += BLOCK_W
-        enabled = ((bits >> bit_ids) & 1) & (ranks > 0).to(tl.int32)
-        ids = base + bit_ids
-        tl.store(adapter_enabled_ptr + ids, enabled, mask=ids < enabled_len)
-        base += 32
-        ranks = tl.load(lora_ranks_ptr + ids + 32, ids + 32 < num_loras, other=0)
+        while offset < longest:
+            tokens = starts[:, None] + offset + tl.arange(0, BLOCK_T)[None, :]
+            tl.store(mapping_ptr + tokens, loras[:, None], tokens < ends[:, None])
+            offset += num_chunks * BLOCK_T
+        # Tokens no segment covers (a graph batch's padded tail too) get -1.
+        tokens = pid * BLOCK_U + tl.arange(0, BLOCK_U)
+        uncovered = ((tokens < first) | (tokens >= last)) & (tokens < mapping_len)
+        tl.store(mapping_ptr + tokens, -1, mask=uncovered)
 
 
 # Triton's interpreter (TRITON_INTERPRET=1) runs the kernel on CPU tensors too.
@@ -124,16 +125,17 @@ def _compute_moe_lora_info(
     assert mapping_len >= num_tokens, f"token_lora_mapping too short: {mapping_len}"
 
     if seg_indptr.is_cuda or _TRITON_INTERPRETED:
-        # Tiles sized to the batch: one token per segment at decode, chunks of
-        # up to 256 tokens otherwise; at most 1024 tokens and 32 segments per
-        # program. Plain ints: triton.next_power_of_2 costs microseconds a call.
+        # Tiles sized to the batch: one token per segment at decode, at most 256
+        # tokens and 32 segments per program (more programs beat bigger ones).
+        # Plain ints: triton.next_power_of_2 costs microseconds a call.
         max_len = max(min(max_len, num_tokens), 1)
         block_t = min(1 << (max_len - 1).bit_length(), 256)
         pow2_segments = 1 << max(num_segments - 1, 0).bit_length()
-        block_s = min(pow2_segments, 1024 // block_t, 32)
+        block_s = min(pow2_segments, 256 // block_t, 32)
         num_chunks = -(-max_len // block_t)
         seg_programs = -(-num_segments // block_s) * num_chunks
-        grid = (max(seg_programs, -(-mapping_len // 1024), 1),)
+        block_u = min(1 << max(mapping_len - 1, 0).bit_length(), 256)
+        grid = (1 + max(seg_programs, -(-mapping_len // block_u), 1),)
         _compute_moe_lora_info_kernel[grid](
             seg_indptr,
             weight_indices,
@@ -149,6 +151,7 @@ def _compute_moe_lora_info(
             block_s,
             block_t,
             min(pow2_segments, 1024),
+            block_u,
         )
     else:
         args = (seg_indptr, lora_ranks, weight_indices, adapter_enabled)
