@@ -301,23 +301,24 @@ def _scatter_kernel(
         tl.store(adapter_enabled_ptr + lora_ids, 0, mask=in_range & (ranks <= 0))
 
 
-def launch(kernel, args, num_warps, tile, max_block_s, block_l=False):
-    """kernel over _compute_moe_lora_info's grid rule with up to `tile` tokens
-    and max_block_s segments per program; ours also takes BLOCK_U and its scan
-    program, the scatter and tile kernels (block_l=True) BLOCK_L, the adapters'
-    tile, and the tile kernel scans at most 4096 // BLOCK_L segments a step."""
+def launch(kernel, args, num_warps, max_tokens, max_block_s, block_l=False):
+    """kernel over _compute_moe_lora_info's grid rule with up to max_tokens
+    tokens and max_block_s segments per program; ours also takes BLOCK_U and
+    its scan program, the scatter and tile kernels (block_l=True) BLOCK_L, the
+    adapters' tile, and the tile kernel scans at most 4096 // BLOCK_L segments
+    a step."""
     num_tokens, seg_indptr, lora_ranks, weight_indices, enabled, mapping, max_len = args
     num_segments, num_loras = weight_indices.shape[0], lora_ranks.shape[0]
     max_len = max(min(max_len, num_tokens), 1)
     block_t = min(triton.next_power_of_2(max_len), 256)
     pow2_segments = triton.next_power_of_2(max(num_segments, 1))
-    block_s = min(pow2_segments, tile // block_t, max_block_s)
+    block_s = min(pow2_segments, max_tokens // block_t, max_block_s)
     num_chunks = triton.cdiv(max_len, block_t)
     seg_programs = triton.cdiv(num_segments, block_s) * num_chunks
     meta = {"BLOCK_S": block_s, "BLOCK_T": block_t, "num_warps": num_warps}
     meta["BLOCK_W"] = min(pow2_segments, 1024)
     if kernel is _compute_moe_lora_info_kernel:
-        meta["BLOCK_U"] = min(triton.next_power_of_2(mapping.shape[0]), tile)
+        meta["BLOCK_U"] = min(triton.next_power_of_2(mapping.shape[0]), max_tokens)
         token_programs = triton.cdiv(mapping.shape[0], meta["BLOCK_U"])
         grid = (1 + max(seg_programs, token_programs, 1),)
     else:
