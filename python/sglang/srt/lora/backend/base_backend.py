@@ -218,18 +218,13 @@ class BaseLoRABackend(LoRABackendLmHeadMixing):
             req_to_lora = batch_info.weight_indices[: batch_info.num_segments]
             max_len = int(batch_info.max_len)  # a 0-d CPU tensor in some backends
 
-        buffers = (None, None)
+        out = (None, None)
         if batch_info.use_cuda_graph and hasattr(self, "moe_cg_buffers"):
             # Graphs captured the addresses of these buffers: write in place.
             cg_buffers = self.moe_cg_buffers
-            buffers = (cg_buffers["adapter_enabled"], cg_buffers["token_lora_mapping"])
+            out = (cg_buffers["adapter_enabled"], cg_buffers["token_lora_mapping"])
         adapter_enabled, token_lora_mapping = _compute_moe_lora_info(
-            num_tokens,
-            seg_indptr,
-            batch_info.lora_ranks,
-            req_to_lora,
-            *buffers,
-            max_len,
+            num_tokens, seg_indptr, batch_info.lora_ranks, req_to_lora, *out, max_len
         )
         batch_info.moe_lora_info = MoELoRABatchInfo(
             seg_indptr, req_to_lora, adapter_enabled, token_lora_mapping
