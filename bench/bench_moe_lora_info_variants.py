@@ -303,8 +303,9 @@ def _scatter_kernel(
 
 def launch(kernel, args, num_warps, max_tokens, max_block_s, block_l=False):
     """kernel over _compute_moe_lora_info's grid rule with up to max_tokens
-    tokens and max_block_s segments per program; ours also takes BLOCK_U and
-    its scan program, the scatter and tile kernels (block_l=True) BLOCK_L, the
+    tokens and max_block_s segments per program; ours also takes BLOCK_U, its
+    scan program and a 2D grid (segment block, token chunk), the others
+    num_chunks; the scatter and tile kernels (block_l=True) take BLOCK_L, the
     adapters' tile, and the tile kernel scans at most 4096 // BLOCK_L segments
     a step."""
     num_tokens, seg_indptr, lora_ranks, weight_indices, enabled, mapping, max_len = args
@@ -314,15 +315,16 @@ def launch(kernel, args, num_warps, max_tokens, max_block_s, block_l=False):
     pow2_segments = triton.next_power_of_2(max(num_segments, 1))
     block_s = min(pow2_segments, max_tokens // block_t, max_block_s)
     num_chunks = triton.cdiv(max_len, block_t)
-    seg_programs = triton.cdiv(num_segments, block_s) * num_chunks
+    seg_blocks = triton.cdiv(num_segments, block_s)
     meta = {"BLOCK_S": block_s, "BLOCK_T": block_t, "num_warps": num_warps}
     meta["BLOCK_W"] = min(pow2_segments, 1024)
     if kernel is _compute_moe_lora_info_kernel:
         meta["BLOCK_U"] = min(triton.next_power_of_2(mapping.shape[0]), max_tokens)
-        token_programs = triton.cdiv(mapping.shape[0], meta["BLOCK_U"])
-        grid = (1 + max(seg_programs, token_programs, 1),)
+        tail = triton.cdiv(mapping.shape[0], meta["BLOCK_U"] * num_chunks)
+        grid, chunks = (1 + max(seg_blocks, tail, 1), num_chunks), ()
     else:
-        grid = (max(seg_programs, triton.cdiv(mapping.shape[0], 1024), 1),)
+        programs = max(seg_blocks * num_chunks, triton.cdiv(mapping.shape[0], 1024))
+        grid, chunks = (max(programs, 1),), (num_chunks,)
     if block_l:
         meta["BLOCK_L"] = triton.next_power_of_2(max(enabled.shape[0], 1))
         tile = 4096 if kernel is _tile_kernel else 4096 * meta["BLOCK_L"]
@@ -338,7 +340,7 @@ def launch(kernel, args, num_warps, max_tokens, max_block_s, block_l=False):
         num_loras,
         enabled.shape[0],
         mapping.shape[0],
-        num_chunks,
+        *chunks,
         **meta,
     )
 

@@ -23,7 +23,7 @@ def _adapter_bits(loras, base):
 
 
 # The int arguments change with every batch: one compiled kernel per tile shape.
-@triton.jit(do_not_specialize=range(5, 11))
+@triton.jit(do_not_specialize=range(5, 10))
 def _compute_moe_lora_info_kernel(
     seg_indptr_ptr,  # (num_segments + 1,)
     weight_indices_ptr,  # (num_segments,), -1 for no adapter
@@ -35,14 +35,14 @@ def _compute_moe_lora_info_kernel(
     num_loras,
     enabled_len,
     mapping_len,
-    num_chunks,
     BLOCK_S: tl.constexpr,
     BLOCK_T: tl.constexpr,
     BLOCK_W: tl.constexpr,
     BLOCK_U: tl.constexpr,
 ):
-    pid = tl.program_id(0) - 1
-    if pid < 0:
+    # A 2D grid: (segment block, token chunk), no division before the loads.
+    pid, chunk = tl.program_id(0) - 1, tl.program_id(1)
+    if (pid < 0) & (chunk == 0):
         # Program 0 ORs one bit per adapter in use, 32 adapters a step, beside
         # the token programs; each entry is stored once: no zeroing, no barrier.
         bit_ids = tl.arange(0, 32)
@@ -63,10 +63,11 @@ def _compute_moe_lora_info_kernel(
             tl.store(adapter_enabled_ptr + ids, enabled, mask=ids < enabled_len)
             base += 32
             ranks = tl.load(lora_ranks_ptr + ids + 32, ids + 32 < num_loras, other=0)
-    else:
+    elif pid >= 0:
         # The others write a block of BLOCK_S segments over their tokens,
         # num_chunks programs to a block. All loads share one round trip.
-        segs = (pid // num_chunks) * BLOCK_S + tl.arange(0, BLOCK_S)
+        num_chunks = tl.num_programs(1)
+        segs = pid * BLOCK_S + tl.arange(0, BLOCK_S)
         seg_mask = segs < num_segments
         starts = tl.maximum(tl.load(seg_indptr_ptr + segs, seg_mask, other=0), 0)
         ends = tl.minimum(tl.load(seg_indptr_ptr + segs + 1, seg_mask, 0), num_tokens)
@@ -76,7 +77,7 @@ def _compute_moe_lora_info_kernel(
         last = tl.minimum(tl.maximum(last, first), num_tokens)
         # The first tokens go out before the reduction bounding the loop, which
         # ends where seg_indptr says: a wrong max_len costs time, not tokens.
-        offset = (pid % num_chunks) * BLOCK_T
+        offset = chunk * BLOCK_T
         tokens = starts[:, None] + offset + tl.arange(0, BLOCK_T)[None, :]
         tl.store(mapping_ptr + tokens, loras[:, None], mask=tokens < ends[:, None])
         longest = tl.max(ends - starts, axis=0)
@@ -86,7 +87,7 @@ def _compute_moe_lora_info_kernel(
             tl.store(mapping_ptr + tokens, loras[:, None], tokens < ends[:, None])
             offset += num_chunks * BLOCK_T
         # Tokens no segment covers (a graph batch's padded tail too) get -1.
-        tokens = pid * BLOCK_U + tl.arange(0, BLOCK_U)
+        tokens = (pid * num_chunks + chunk) * BLOCK_U + tl.arange(0, BLOCK_U)
         uncovered = ((tokens < first) | (tokens >= last)) & (tokens < mapping_len)
         tl.store(mapping_ptr + tokens, -1, mask=uncovered)
 
@@ -133,9 +134,9 @@ def _compute_moe_lora_info(
         pow2_segments = 1 << max(num_segments - 1, 0).bit_length()
         block_s = min(pow2_segments, 256 // block_t, 32)
         num_chunks = -(-max_len // block_t)
-        seg_programs = -(-num_segments // block_s) * num_chunks
         block_u = min(1 << max(mapping_len - 1, 0).bit_length(), 256)
-        grid = (1 + max(seg_programs, -(-mapping_len // block_u), 1),)
+        tail = -(-mapping_len // (block_u * num_chunks))
+        grid = (1 + max(-(-num_segments // block_s), tail, 1), num_chunks)
         _compute_moe_lora_info_kernel[grid](
             seg_indptr,
             weight_indices,
@@ -147,7 +148,6 @@ def _compute_moe_lora_info(
             num_loras,
             enabled_len,
             mapping_len,
-            num_chunks,
             block_s,
             block_t,
             min(pow2_segments, 1024),
