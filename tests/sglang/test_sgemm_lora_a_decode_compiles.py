@@ -47,8 +47,8 @@ def test_kernel_compiles_for_sm90_without_spills(monkeypatch, tmp_path):
             for tokens in TOKENS:
                 grid, args, kwargs = _launch_of(tokens, stack_num, K, rank, monkeypatch)
                 assert grid == (tokens, stack_num * rank // 2), (shape, rank, tokens)
-                meta = {**dict(zip(names, args)), **kwargs}
-                constexprs = {n: meta[n] for n in names if n.isupper()}
+                launch_args = {**dict(zip(names, args)), **kwargs}
+                constexprs = {n: launch_args[n] for n in names if n.isupper()}
                 assert constexprs["BLOCK_K"] >= K and len(types) == len(args) - 4
                 # The launcher specializes pointers and multiples of 16.
                 aligned = [

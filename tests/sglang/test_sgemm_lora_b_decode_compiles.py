@@ -53,8 +53,8 @@ def test_kernel_compiles_for_sm90_without_spills(monkeypatch, tmp_path):
         for rank in RANKS:
             for tokens in _token_counts(sum(slices)):
                 grid, args, kwargs = _launch_of(tokens, slices, rank, monkeypatch)
-                meta = {**dict(zip(names, args)), **kwargs}
-                constexprs = {n: meta[n] for n in names if n.isupper()}
+                launch_args = {**dict(zip(names, args)), **kwargs}
+                constexprs = {n: launch_args[n] for n in names if n.isupper()}
                 assert grid[0] == tokens and constexprs["BLOCK_K"] == rank
                 assert grid[1] * constexprs["BLOCK_N"] >= sum(slices)
                 # o_proj passes no slice offsets: a None argument is a constant.
